@@ -1,0 +1,1 @@
+//! Persistent deduplication: rotating memory-mapped bloom filter generations.

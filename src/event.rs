@@ -1,0 +1,289 @@
+//! The record carried through the pipe: one Kubernetes Event as received, and its occurrence key.
+//!
+//! The event's JSON is kept exactly as the source delivered it. Typed deserialization of a whole
+//! Event would drop fields this version does not know (and cost time on every event); only the few
+//! fields the pipe needs are borrowed out of the raw text.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use thiserror::Error;
+use xxhash_rust::xxh3::Xxh3;
+
+/// One occurrence of an event: `namespace/name/count`, hashed with xxh3-128.
+///
+/// The hash is persisted (its halves index the on-disk filters), so its input encoding is part
+/// of the file format: the namespace's length (u64 little-endian) and bytes, the name's length
+/// and bytes, then the count as u64 little-endian, hashed with xxh3-128 and seed 0. Length
+/// prefixes keep `a`+`b/c` apart from `a/b`+`c` whatever bytes the names hold. Changing any of
+/// that makes every existing filter forget what it delivered.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OccurrenceKey(pub u128);
+
+impl OccurrenceKey {
+    pub fn new(namespace: &str, name: &str, count: u64) -> Self {
+        let mut h = Xxh3::new();
+        h.update(&(namespace.len() as u64).to_le_bytes());
+        h.update(namespace.as_bytes());
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&count.to_le_bytes());
+        OccurrenceKey(h.digest128())
+    }
+
+    /// The two 64-bit halves that drive double hashing in the filter.
+    #[inline]
+    pub fn halves(self) -> (u64, u64) {
+        ((self.0 >> 64) as u64, self.0 as u64)
+    }
+}
+
+impl fmt::Debug for OccurrenceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OccurrenceKey({:032x})", self.0)
+    }
+}
+
+/// How the source saw the event. Only additions and modifications can be occurrences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A watch `ADDED`, or an object from a list (bare object, EventList item).
+    Added,
+    Modified,
+    /// TTL expiry: not an occurrence, forwarded only when asked for.
+    Deleted,
+}
+
+impl Change {
+    /// The verb eventrouter writes for this change.
+    pub fn eventrouter_verb(self) -> &'static str {
+        match self {
+            Change::Added => "ADDED",
+            Change::Modified => "UPDATED",
+            Change::Deleted => "DELETED",
+        }
+    }
+}
+
+/// An event that cannot be keyed: the object is not an Event the pipe can identify.
+#[derive(Debug, Error, PartialEq)]
+pub enum EventError {
+    #[error("not an Event object: {0}")]
+    NotAnObject(String),
+    #[error("event has no metadata.name")]
+    MissingName,
+}
+
+/// One event as received, plus what the pipe derived from it.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub change: Change,
+    /// The Event object exactly as received (may span lines; sinks compact it).
+    pub raw: Box<RawValue>,
+    pub namespace: String,
+    pub name: String,
+    /// The occurrence number: `series.count`, else `count` if > 0, else 1.
+    pub count: u64,
+    pub key: OccurrenceKey,
+}
+
+/// The fields the key needs, borrowed from the raw text; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct KeyFields<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<Meta<'a>>,
+    #[serde(borrow, default)]
+    count: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    series: Option<Series<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Series<'a> {
+    #[serde(borrow, default)]
+    count: Option<&'a RawValue>,
+}
+
+/// A count field as an occurrence number: only positive integers count. Anything else (null,
+/// zero, negative, fractional, a string) reads as absent rather than failing the event, because
+/// a malformed count must not cost the operator the event itself.
+fn positive(n: Option<&RawValue>) -> Option<u64> {
+    n.and_then(|n| n.get().parse::<u64>().ok())
+        .filter(|&c| c > 0)
+}
+
+impl EventRecord {
+    /// Builds the record from an Event object's raw JSON.
+    pub fn from_raw(change: Change, raw: Box<RawValue>) -> Result<Self, EventError> {
+        let fields: KeyFields<'_> =
+            serde_json::from_str(raw.get()).map_err(|e| EventError::NotAnObject(e.to_string()))?;
+        let meta = fields.metadata.ok_or(EventError::MissingName)?;
+        let name = match meta.name {
+            Some(n) if !n.is_empty() => n.into_owned(),
+            _ => return Err(EventError::MissingName),
+        };
+        let namespace = meta.namespace.map(|n| n.into_owned()).unwrap_or_default();
+        // New-style events (events.k8s.io recorders) leave `count` unset and report repeats in
+        // `series.count`, which jumps when the recorder flushes; it wins whenever it is set.
+        let count = positive(fields.series.and_then(|s| s.count))
+            .or_else(|| positive(fields.count))
+            .unwrap_or(1);
+        let key = OccurrenceKey::new(&namespace, &name, count);
+        Ok(EventRecord {
+            change,
+            raw,
+            namespace,
+            name,
+            count,
+            key,
+        })
+    }
+
+    /// Whether this record is an occurrence at all (deletions are TTL expiry, not news).
+    pub fn is_occurrence(&self) -> bool {
+        self.change != Change::Deleted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(change: Change, json: &str) -> EventRecord {
+        let raw = RawValue::from_string(json.to_string()).unwrap();
+        EventRecord::from_raw(change, raw).unwrap()
+    }
+
+    fn old_style(ns: &str, name: &str, count: u64) -> String {
+        format!(
+            r#"{{"kind":"Event","metadata":{{"name":"{name}","namespace":"{ns}"}},"count":{count},"reason":"BackOff","firstTimestamp":"2020-02-20T08:39:04Z"}}"#
+        )
+    }
+
+    #[test]
+    fn old_style_events_are_keyed_by_their_count() {
+        let keys: Vec<_> = (1..=3)
+            .map(|c| rec(Change::Modified, &old_style("default", "pod.1", c)))
+            .collect();
+        assert_eq!(keys.iter().map(|r| r.count).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_ne!(keys[0].key, keys[1].key);
+        assert_ne!(keys[1].key, keys[2].key);
+        assert_eq!(keys[0].key, OccurrenceKey::new("default", "pod.1", 1));
+    }
+
+    #[test]
+    fn new_style_events_use_series_count_and_default_to_one() {
+        let first = rec(
+            Change::Added,
+            r#"{"metadata":{"name":"s.1","namespace":"kube-system"},"eventTime":"2020-02-20T08:39:03.935951Z","reportingComponent":"default-scheduler"}"#,
+        );
+        assert_eq!(first.count, 1);
+        let second = rec(
+            Change::Modified,
+            r#"{"metadata":{"name":"s.1","namespace":"kube-system"},"eventTime":"2020-02-20T08:39:03.935951Z","series":{"count":2,"lastObservedTime":"2020-02-20T08:40:03Z"}}"#,
+        );
+        assert_eq!(second.count, 2);
+        // After a recorder flush the series jumps; the jump is one new occurrence.
+        let jumped = rec(
+            Change::Modified,
+            r#"{"metadata":{"name":"s.1","namespace":"kube-system"},"count":0,"series":{"count":17}}"#,
+        );
+        assert_eq!(jumped.count, 17);
+        assert_ne!(first.key, second.key);
+        assert_ne!(second.key, jumped.key);
+    }
+
+    #[test]
+    fn series_count_wins_over_count() {
+        let r = rec(
+            Change::Modified,
+            r#"{"metadata":{"name":"a","namespace":"b"},"count":4,"series":{"count":9}}"#,
+        );
+        assert_eq!(r.count, 9);
+    }
+
+    #[test]
+    fn a_modified_event_with_unchanged_count_has_the_same_key() {
+        let added = rec(Change::Added, &old_style("default", "pod.1", 5));
+        let touched = rec(
+            Change::Modified,
+            r#"{"kind":"Event","metadata":{"name":"pod.1","namespace":"default","resourceVersion":"999"},"count":5,"reason":"BackOff","lastTimestamp":"2020-02-20T09:00:00Z"}"#,
+        );
+        assert_eq!(added.key, touched.key);
+    }
+
+    #[test]
+    fn the_same_name_in_two_namespaces_is_two_occurrences() {
+        let a = rec(Change::Added, &old_style("team-a", "web.1", 1));
+        let b = rec(Change::Added, &old_style("team-b", "web.1", 1));
+        assert_ne!(a.key, b.key);
+    }
+
+    #[test]
+    fn key_encoding_separates_fields() {
+        // "a" + "b/c" must not collide with "a/b" + "c".
+        assert_ne!(
+            OccurrenceKey::new("a", "b\0c", 1),
+            OccurrenceKey::new("a\0b", "c", 1)
+        );
+    }
+
+    #[test]
+    fn negative_zero_or_fractional_counts_mean_one() {
+        for c in ["0", "-3", "2.5", "null", "\"7\""] {
+            let r = rec(
+                Change::Added,
+                &format!(r#"{{"metadata":{{"name":"n","namespace":"d"}},"count":{c}}}"#),
+            );
+            assert_eq!(r.count, 1, "count {c}");
+        }
+    }
+
+    #[test]
+    fn objects_without_a_name_are_rejected() {
+        for bad in [
+            r#"{"metadata":{"namespace":"d"}}"#,
+            r#"{"metadata":{"name":""}}"#,
+            r#"{"kind":"Event"}"#,
+        ] {
+            let raw = RawValue::from_string(bad.to_string()).unwrap();
+            assert_eq!(
+                EventRecord::from_raw(Change::Added, raw).unwrap_err(),
+                EventError::MissingName
+            );
+        }
+        let raw = RawValue::from_string("[1,2]".to_string()).unwrap();
+        assert!(matches!(
+            EventRecord::from_raw(Change::Added, raw),
+            Err(EventError::NotAnObject(_))
+        ));
+    }
+
+    #[test]
+    fn fixture_mixes_both_styles() {
+        let text = include_str!("../tests/fixtures/minikube-eventlist.json");
+        let list: serde_json::Value = serde_json::from_str(text).unwrap();
+        let items = list["items"].as_array().unwrap();
+        let mut new_style = 0;
+        for item in items {
+            let raw = RawValue::from_string(item.to_string()).unwrap();
+            let r = EventRecord::from_raw(Change::Added, raw).unwrap();
+            if item.get("count").is_none() {
+                new_style += 1;
+                assert_eq!(r.count, 1);
+            } else {
+                assert_eq!(r.count, item["count"].as_u64().unwrap().max(1));
+            }
+        }
+        assert!(new_style > 0 && new_style < items.len());
+    }
+}

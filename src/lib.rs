@@ -1,0 +1,9 @@
+//! kube-event-pipe: delivers each Kubernetes Event occurrence once, with deduplication that
+//! survives restarts.
+//!
+//! Data flows one way: `source` → `event` (record and key) → `dedup` → `batch` → `sink`, and the
+//! sinks' acknowledgements flow back to `dedup` as commits. `pipeline` is the only module that
+//! wires the stages together.
+
+pub mod dedup;
+pub mod event;
