@@ -5,5 +5,6 @@
 //! sinks' acknowledgements flow back to `dedup` as commits. `pipeline` is the only module that
 //! wires the stages together.
 
+pub mod config;
 pub mod dedup;
 pub mod event;

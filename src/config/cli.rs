@@ -1,0 +1,141 @@
+//! The command line as typed: raw strings, each with its environment variable.
+//!
+//! Values stay strings here so that validation (in `config::build`) can say where each one came
+//! from (flag, environment or config file) and the file layer can sit between the environment and
+//! the defaults, which clap alone cannot express.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kube-event-pipe",
+    version,
+    about = "Delivers every Kubernetes Event occurrence once, as JSON lines, with deduplication that survives restarts",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show each filter generation: age, inserted keys, fill and estimated false-positive rate.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Directory holding the filter generations.
+    #[arg(long, env = "KUBE_EVENT_PIPE_PERSISTENCE_PATH", default_value = ".")]
+    pub persistence_path: std::path::PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of the main job. Defaults live in `config::build`, not here, so that a config file
+/// can supply a value that neither a flag nor the environment set.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file (JSON or YAML); also accepts k8stream's keys. Flags and environment win over it.
+    #[arg(long, env = "KUBE_EVENT_PIPE_CONFIG", value_name = "FILE")]
+    pub config: Option<String>,
+
+    /// Where events come from: `kube` (watch the cluster) or `replay` (JSON from a file or stdin).
+    #[arg(long, env = "KUBE_EVENT_PIPE_SOURCE", value_name = "kube|replay")]
+    pub source: Option<String>,
+    /// Replay input: a path, or `-` for stdin. Watch envelopes, bare Events or an EventList.
+    #[arg(long, env = "KUBE_EVENT_PIPE_REPLAY_FILE", value_name = "PATH|-")]
+    pub replay_file: Option<String>,
+    /// Also emit DELETED events (TTL expiry), which are not occurrences. Default: false.
+    #[arg(long, env = "KUBE_EVENT_PIPE_EMIT_DELETED", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub emit_deleted: Option<String>,
+
+    /// Output: `-` for stdout, else a file appended to (reopened on SIGHUP or when moved).
+    #[arg(long, env = "KUBE_EVENT_PIPE_DESTINATION", value_name = "PATH|-")]
+    pub destination: Option<String>,
+    /// Line format: `raw` (the Event as received) or `eventrouter` (verb, event, old_event).
+    #[arg(long, env = "KUBE_EVENT_PIPE_FORMAT", value_name = "raw|eventrouter")]
+    pub format: Option<String>,
+    /// Adds a top-level `cluster` field to every line. Default: none, lines untouched.
+    #[arg(long, env = "KUBE_EVENT_PIPE_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// fdatasync the output file before its events count as delivered. Default: true.
+    #[arg(long, env = "KUBE_EVENT_PIPE_FILE_FSYNC", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub file_fsync: Option<String>,
+
+    /// Directory for the filter generations (a persistent volume in production). Default: `.`.
+    #[arg(long, env = "KUBE_EVENT_PIPE_PERSISTENCE_PATH", value_name = "DIR")]
+    pub persistence_path: Option<String>,
+    /// Keys per filter generation before it rotates. Default: 1_000_000.
+    #[arg(long, env = "KUBE_EVENT_PIPE_FILTER_CAPACITY", value_name = "N")]
+    pub filter_capacity: Option<String>,
+    /// Target false-positive rate per generation; a false positive drops a real event. Default: 0.000001.
+    #[arg(long, env = "KUBE_EVENT_PIPE_FILTER_ERROR_RATE", value_name = "RATE")]
+    pub filter_error_rate: Option<String>,
+    /// Filter generations kept; memory of delivered events spans about this many rotations. Default: 3.
+    #[arg(long, env = "KUBE_EVENT_PIPE_BATCH_COUNT", value_name = "N")]
+    pub generations: Option<String>,
+    /// Seconds before a new filter generation starts. Default: 3600.
+    #[arg(long, env = "KUBE_EVENT_PIPE_BATCH_DURATION_SEC", value_name = "SECS")]
+    pub rotation_interval: Option<String>,
+    /// Seconds between synchronous flushes of the filters to disk. Default: 5.
+    #[arg(long, env = "KUBE_EVENT_PIPE_SYNC_INTERVAL_SEC", value_name = "SECS")]
+    pub sync_interval: Option<String>,
+
+    /// Events per batch written, flushed and committed together. Default: 500.
+    #[arg(long, env = "KUBE_EVENT_PIPE_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<String>,
+    /// Longest wait (seconds, fractions allowed) before a partial batch is flushed. Default: 1.
+    #[arg(long, env = "KUBE_EVENT_PIPE_BATCH_INTERVAL", value_name = "SECS")]
+    pub batch_interval: Option<String>,
+    /// Seconds to wait for in-flight events to be delivered on shutdown. Default: 30.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_SHUTDOWN_TIMEOUT_SEC",
+        value_name = "SECS"
+    )]
+    pub shutdown_timeout: Option<String>,
+
+    /// DEBUG, INFO, WARNING, ERROR, CRITICAL, or a tracing filter such as `kube_event_pipe=debug`. Default: INFO.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format on stderr: `text` or `json`. Default: text.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
+
+    /// Kubeconfig for the `kube` source. Default: KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<String>,
+    /// Sinks to deliver to, comma separated: `stdout`, `file` (other sinks come later). Default: from --destination.
+    #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST")]
+    pub sink: Option<String>,
+    /// Identifier of this event stream in object keys (S3). Default: derived from the cluster.
+    #[arg(long, env = "KUBE_EVENT_PIPE_UID", value_name = "ID")]
+    pub uid: Option<String>,
+    /// Object key prefix (S3).
+    #[arg(
+        long = "s3-prefix",
+        env = "KUBE_EVENT_PIPE_S3_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub prefix: Option<String>,
+    /// Bucket for the S3 sink.
+    #[arg(
+        long = "s3-bucket",
+        env = "KUBE_EVENT_PIPE_S3_BUCKET",
+        value_name = "BUCKET"
+    )]
+    pub aws_bucket: Option<String>,
+    /// AWS region for the S3 sink.
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    pub aws_region: Option<String>,
+    /// AWS shared-config profile for the S3 sink.
+    #[arg(long, env = "AWS_PROFILE", value_name = "PROFILE")]
+    pub aws_profile: Option<String>,
+}

@@ -1,0 +1,413 @@
+//! One validated, typed configuration, built in one place from flags, environment and a file.
+//!
+//! Precedence: flag > environment > config file > default. Every rejected value is reported with
+//! its name as the user wrote it, where it came from and what is accepted, because an operator
+//! reading a CrashLoopBackOff log has only that line to go on.
+
+pub mod cli;
+mod file;
+mod parse;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use thiserror::Error;
+
+pub use cli::{Cli, Command, InspectArgs, RunArgs};
+use file::FileLayer;
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    Environment,
+    File(PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("flag"),
+            Origin::Environment => f.write_str("environment"),
+            Origin::File(p) => write!(f, "config file {}", p.display()),
+        }
+    }
+}
+
+/// A configuration the process cannot start with. Not retryable: the operator must fix a value.
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    /// `name` is spelled as the user wrote it: `--batch-size`, `KUBE_EVENT_PIPE_BATCH_SIZE` or
+    /// the file key `batch_size`.
+    #[error("{name}={value} ({origin}): {requirement}")]
+    Invalid {
+        name: String,
+        value: String,
+        origin: Origin,
+        requirement: String,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayInput {
+    Stdin,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// Watch the cluster's Events.
+    Kube {
+        kubeconfig: Option<PathBuf>,
+    },
+    Replay(ReplayInput),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// The Event object as received, one per line, as the Python kube-event-pipe writes it.
+    Raw,
+    /// eventrouter's `{"verb", "event", "old_event"}` wrapper, for EFK pipelines built on it.
+    Eventrouter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    Stdout,
+    /// Appends to the path; `fsync` makes each batch durable before it is acknowledged.
+    File {
+        path: PathBuf,
+        fsync: bool,
+    },
+}
+
+/// Settings of the later S3 sink, parsed and validated now so that a k8stream config file is
+/// accepted whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    pub uid: Option<String>,
+    pub prefix: Option<String>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+}
+
+/// The validated configuration of the main job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: SourceConfig,
+    /// Forward DELETED events too. Default false: deletion is TTL expiry, not an occurrence.
+    pub emit_deleted: bool,
+    pub sinks: Vec<SinkConfig>,
+    pub format: OutputFormat,
+    /// Added as a top-level `cluster` field when set; default none keeps lines untouched.
+    pub cluster_name: Option<String>,
+    /// Filter directory; a persistent volume in production. Default `.` (the Python tool's).
+    pub persistence_path: PathBuf,
+    /// Keys per generation before it rotates. Default 1_000_000: about 3.6 MB at 1e-6.
+    pub filter_capacity: u64,
+    /// Target false-positive rate per generation. Default 1e-6, not the Python tool's 1e-2:
+    /// each false positive silently drops a real event.
+    pub filter_error_rate: f64,
+    /// Generations kept. Default 3: with the default interval, about 2–3 hours of memory, well
+    /// beyond the API server's one-hour event TTL.
+    pub generations: usize,
+    /// Age at which a new generation starts. Default one hour.
+    pub rotation_interval: Duration,
+    /// Period of the synchronous filter flush. Default 5 s: a power loss can cost at most this
+    /// much memory of delivered events (duplicates on restart, never loss).
+    pub sync_interval: Duration,
+    /// Events per batch. Default 500: larger batches mean fewer writes and fsyncs, more events
+    /// in flight (replayed after a crash).
+    pub batch_size: usize,
+    /// Longest a partial batch waits. Default 1 s: the latency floor for quiet clusters.
+    pub batch_interval: Duration,
+    /// How long shutdown waits for in-flight events. Default 30 s (a pod's default grace period).
+    pub shutdown_timeout: Duration,
+    /// A tracing filter directive; Python level names are translated.
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub s3: S3Settings,
+}
+
+/// Looks up one option through the layers, remembering where its value came from.
+struct Layers<'a> {
+    matches: &'a ArgMatches,
+    command: clap::Command,
+    file: Option<FileLayer>,
+}
+
+/// A value as the user gave it, with enough context to reject it properly.
+struct Raw {
+    name: String,
+    value: String,
+    origin: Origin,
+}
+
+impl Raw {
+    fn invalid(&self, requirement: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            name: self.name.clone(),
+            value: self.value.clone(),
+            origin: self.origin.clone(),
+            requirement: requirement.into(),
+        }
+    }
+
+    /// Runs a parser from `parse`, turning its requirement text into a full error.
+    fn parse<T>(&self, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        f(self.value.trim()).map_err(|req| self.invalid(req))
+    }
+}
+
+impl Layers<'_> {
+    /// `id` is the clap argument id (the field name in `RunArgs`); `file_keys` are the names a
+    /// config file may use for it, ours first, then k8stream's.
+    fn get(&self, id: &str, file_keys: &[&str]) -> Option<Raw> {
+        // Ids that are file-only (k8stream's `file_sink_dir`) have no clap argument.
+        if let Some(value) = self.matches.try_get_one::<String>(id).ok().flatten() {
+            let arg = self.command.get_arguments().find(|a| a.get_id() == id);
+            let (name, origin) = match self.matches.value_source(id) {
+                Some(ValueSource::EnvVariable) => (
+                    arg.and_then(|a| a.get_env())
+                        .map(|e| e.to_string_lossy().into_owned()),
+                    Origin::Environment,
+                ),
+                _ => (
+                    arg.and_then(|a| a.get_long()).map(|l| format!("--{l}")),
+                    Origin::Flag,
+                ),
+            };
+            return Some(Raw {
+                name: name.unwrap_or_else(|| id.to_string()),
+                value: value.clone(),
+                origin,
+            });
+        }
+        let file = self.file.as_ref()?;
+        file_keys.iter().find_map(|key| {
+            file.get(key).map(|value| Raw {
+                name: key.to_string(),
+                value,
+                origin: Origin::File(file.path.clone()),
+            })
+        })
+    }
+}
+
+/// Validates the run options. `matches` must come from `Cli::command()`, so that value sources
+/// and argument names are known.
+pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let file = match matches.try_get_one::<String>("config").ok().flatten() {
+        Some(path) => Some(FileLayer::load(PathBuf::from(path))?),
+        None => None,
+    };
+    let layers = Layers {
+        matches,
+        command,
+        file,
+    };
+    let get = |id: &str, keys: &[&str]| layers.get(id, keys);
+
+    let source_kind = match get("source", &["source"]) {
+        Some(raw) => raw.parse(|v| parse::one_of(v, &["kube", "replay"]))?,
+        None => "kube",
+    };
+    let replay = get("replay_file", &["replay_file"]);
+    let kubeconfig = get("kubeconfig", &["kubeconfig"]).map(|r| PathBuf::from(r.value));
+    let source = match source_kind {
+        "replay" => match replay {
+            Some(raw) if raw.value == "-" => SourceConfig::Replay(ReplayInput::Stdin),
+            Some(raw) if raw.value.trim().is_empty() => {
+                return Err(raw.invalid("must be a file path, or - for stdin"));
+            }
+            Some(raw) => SourceConfig::Replay(ReplayInput::File(PathBuf::from(raw.value))),
+            None => {
+                return Err(ConfigError::Conflict(
+                    "--source replay needs --replay-file PATH (or - for stdin)".into(),
+                ));
+            }
+        },
+        _ => SourceConfig::Kube { kubeconfig },
+    };
+
+    let emit_deleted = match get("emit_deleted", &["emit_deleted"]) {
+        Some(raw) => raw.parse(parse::boolean)?,
+        None => false,
+    };
+    let file_fsync = match get("file_fsync", &["file_fsync"]) {
+        Some(raw) => raw.parse(parse::boolean)?,
+        None => true,
+    };
+
+    // k8stream names a directory for its file sink; we append to one file inside it.
+    let destination = match get("destination", &["destination"]) {
+        Some(raw) if raw.value.trim().is_empty() => {
+            return Err(raw.invalid("must be - for stdout, or a file path"));
+        }
+        Some(raw) => Some(raw.value),
+        None => get("file_sink_dir", &["file_sink_dir"]).map(|raw| {
+            PathBuf::from(raw.value)
+                .join("events.jsonl")
+                .to_string_lossy()
+                .into_owned()
+        }),
+    };
+    let file_path = destination
+        .as_deref()
+        .filter(|d| *d != "-")
+        .map(PathBuf::from);
+    let sinks = match get("sink", &["sink"]) {
+        Some(raw) => {
+            let names = raw.parse(parse::sink_list)?;
+            let mut sinks = Vec::new();
+            for name in names {
+                match name {
+                    "stdout" => sinks.push(SinkConfig::Stdout),
+                    "file" => match &file_path {
+                        Some(path) => sinks.push(SinkConfig::File {
+                            path: path.clone(),
+                            fsync: file_fsync,
+                        }),
+                        None => {
+                            return Err(raw.invalid(
+                                "the file sink needs --destination PATH (or file_sink_dir in the config file)",
+                            ));
+                        }
+                    },
+                    _ => {
+                        return Err(raw.invalid(
+                            "the s3 sink is not available in this version; use stdout or file",
+                        ));
+                    }
+                }
+            }
+            sinks
+        }
+        None => vec![match file_path {
+            Some(path) => SinkConfig::File {
+                path,
+                fsync: file_fsync,
+            },
+            None => SinkConfig::Stdout,
+        }],
+    };
+
+    let format = match get("format", &["format"]) {
+        Some(raw) => match raw.parse(|v| parse::one_of(v, &["raw", "eventrouter"]))? {
+            "eventrouter" => OutputFormat::Eventrouter,
+            _ => OutputFormat::Raw,
+        },
+        None => OutputFormat::Raw,
+    };
+    let cluster_name = match get("cluster_name", &["cluster_name", "cluster"]) {
+        Some(raw) if raw.value.trim().is_empty() || raw.value.chars().any(char::is_control) => {
+            return Err(raw.invalid("must be a non-empty name without control characters"));
+        }
+        Some(raw) => Some(raw.value),
+        None => None,
+    };
+
+    let persistence_path = match get("persistence_path", &["persistence_path"]) {
+        Some(raw) if raw.value.trim().is_empty() => {
+            return Err(raw.invalid("must be a directory path"));
+        }
+        Some(raw) => PathBuf::from(raw.value),
+        None => PathBuf::from("."),
+    };
+    let filter_capacity = match get("filter_capacity", &["filter_capacity"]) {
+        Some(raw) => raw.parse(|v| parse::whole(v, 1_000, 1_000_000_000))?,
+        None => 1_000_000,
+    };
+    let filter_error_rate = match get("filter_error_rate", &["filter_error_rate"]) {
+        Some(raw) => raw.parse(parse::rate)?,
+        None => 0.000_001,
+    };
+    let generations = match get("generations", &["generations", "batch_count"]) {
+        Some(raw) => raw.parse(|v| parse::whole(v, 1, 100))? as usize,
+        None => 3,
+    };
+    let rotation_interval = match get(
+        "rotation_interval",
+        &["rotation_interval", "batch_duration_sec"],
+    ) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 1.0, 365.0 * 86_400.0))?,
+        None => Duration::from_secs(3600),
+    };
+    let sync_interval = match get("sync_interval", &["sync_interval"]) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 0.01, 3600.0))?,
+        None => Duration::from_secs(5),
+    };
+    let batch_size = match get("batch_size", &["batch_size"]) {
+        Some(raw) => raw.parse(|v| parse::whole(v, 1, 1_000_000))? as usize,
+        None => 500,
+    };
+    let batch_interval = match get("batch_interval", &["batch_interval"]) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 0.001, 3600.0))?,
+        None => Duration::from_secs(1),
+    };
+    let shutdown_timeout = match get("shutdown_timeout", &["shutdown_timeout"]) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 0.0, 3600.0))?,
+        None => Duration::from_secs(30),
+    };
+    let log_filter = match get("log_level", &["log_level"]) {
+        Some(raw) => raw.parse(parse::log_filter)?,
+        None => "info".to_string(),
+    };
+    let log_format = match get("log_format", &["log_format"]) {
+        Some(raw) => match raw.parse(|v| parse::one_of(v, &["text", "json"]))? {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        },
+        None => LogFormat::Text,
+    };
+    let s3 = S3Settings {
+        uid: get("uid", &["uid"])
+            .map(|r| r.parse(parse::uid))
+            .transpose()?,
+        prefix: get("prefix", &["prefix", "s3_prefix"]).map(|r| r.value),
+        bucket: get("aws_bucket", &["aws_bucket", "s3_bucket"])
+            .map(|r| r.parse(parse::bucket))
+            .transpose()?,
+        region: get("aws_region", &["aws_region"]).map(|r| r.value),
+        profile: get("aws_profile", &["aws_profile"]).map(|r| r.value),
+    };
+
+    Ok(Config {
+        source,
+        emit_deleted,
+        sinks,
+        format,
+        cluster_name,
+        persistence_path,
+        filter_capacity,
+        filter_error_rate,
+        generations,
+        rotation_interval,
+        sync_interval,
+        batch_size,
+        batch_interval,
+        shutdown_timeout,
+        log_filter,
+        log_format,
+        s3,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! Parsers for single option values. Each returns the requirement text on failure; the caller
+//! adds the name, value and origin.
+
+use std::time::Duration;
+
+/// The value if it is one of `choices` (case-insensitive), as the canonical choice.
+pub(super) fn one_of(v: &str, choices: &[&'static str]) -> Result<&'static str, String> {
+    choices
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(v))
+        .copied()
+        .ok_or_else(|| format!("must be one of {}", choices.join(", ")))
+}
+
+pub(super) fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+/// A whole number in `min..=max`; underscores group digits as in the Python tool (`1_000_000`).
+pub(super) fn whole(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let requirement = || format!("must be a whole number from {min} to {max}");
+    let digits: String = v.chars().filter(|&c| c != '_').collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('_') {
+        return Err(requirement());
+    }
+    match digits.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(requirement()),
+    }
+}
+
+/// A probability strictly between 0 and 1.
+pub(super) fn rate(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
+        _ => Err("must be a number in (0, 1), e.g. 0.000001".into()),
+    }
+}
+
+/// Seconds, fractions allowed, in `min..=max`.
+pub(super) fn seconds(v: &str, min: f64, max: f64) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= min && s <= max => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("must be a number of seconds from {min} to {max}")),
+    }
+}
+
+/// A comma-separated list of sink names, each once.
+pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
+    let requirement = || "must be a comma-separated list of stdout, file, s3".to_string();
+    let mut out = Vec::new();
+    for part in v.split(',').map(str::trim) {
+        let name = one_of(part, &["stdout", "file", "s3"]).map_err(|_| requirement())?;
+        if out.contains(&name) {
+            return Err(format!("names {name} twice; {}", requirement()));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// A tracing filter. Python's level names (the Python kube-event-pipe's LOG_LEVEL) are mapped.
+pub(super) fn log_filter(v: &str) -> Result<String, String> {
+    let mapped = match v.to_ascii_uppercase().as_str() {
+        "TRACE" => "trace".to_string(),
+        "DEBUG" => "debug".to_string(),
+        "INFO" => "info".to_string(),
+        "WARN" | "WARNING" => "warn".to_string(),
+        "ERROR" | "CRITICAL" | "FATAL" => "error".to_string(),
+        "OFF" => "off".to_string(),
+        _ => v.to_string(),
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&mapped)
+        .map(|_| mapped)
+        .map_err(|_| {
+            "must be DEBUG, INFO, WARNING, ERROR, CRITICAL, or a filter such as kube_event_pipe=debug".into()
+        })
+}
+
+/// A stream id used in object keys: it must be one safe path segment.
+pub(super) fn uid(v: &str) -> Result<String, String> {
+    if !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && v != "."
+        && v != ".."
+    {
+        Ok(v.to_string())
+    } else {
+        Err("must be 1 to 128 characters of letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+/// An S3 bucket name by the AWS naming rules (length and characters).
+pub(super) fn bucket(v: &str) -> Result<String, String> {
+    let ok = (3..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("must be a bucket name: 3 to 63 lower-case letters, digits, '-' or '.'".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_accept_python_style_underscores() {
+        assert_eq!(whole("1_000_000", 1, u64::MAX), Ok(1_000_000));
+        assert_eq!(whole("42", 1, 100), Ok(42));
+        for bad in [
+            "",
+            "_1",
+            "-1",
+            "1.5",
+            "abc",
+            "0",
+            "101",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                whole(bad, 1, 100),
+                Err("must be a whole number from 1 to 100".into()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rates_are_open_interval() {
+        assert_eq!(rate("0.01"), Ok(0.01));
+        assert_eq!(rate("1e-6"), Ok(1e-6));
+        for bad in ["0", "1", "1.5", "-0.1", "NaN", "inf", "x"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seconds_allow_fractions_within_bounds() {
+        assert_eq!(seconds("0.25", 0.001, 10.0), Ok(Duration::from_millis(250)));
+        assert!(seconds("0", 0.001, 10.0).is_err());
+        assert!(seconds("inf", 0.0, 10.0).is_err());
+    }
+
+    #[test]
+    fn python_log_levels_are_translated() {
+        assert_eq!(log_filter("WARNING").unwrap(), "warn");
+        assert_eq!(log_filter("CRITICAL").unwrap(), "error");
+        assert_eq!(
+            log_filter("kube_event_pipe=debug").unwrap(),
+            "kube_event_pipe=debug"
+        );
+        assert!(log_filter("loud=[").is_err());
+    }
+
+    #[test]
+    fn sink_lists_are_checked() {
+        assert_eq!(sink_list("file, stdout"), Ok(vec!["file", "stdout"]));
+        assert!(
+            sink_list("file,file")
+                .unwrap_err()
+                .starts_with("names file twice")
+        );
+        assert!(sink_list("kafka").is_err());
+    }
+
+    #[test]
+    fn names_that_become_key_segments_are_safe() {
+        assert!(uid("prod-eu-1").is_ok());
+        assert!(uid("../x").is_err());
+        assert!(bucket("my-events").is_ok());
+        assert!(bucket("My_Bucket").is_err());
+        assert!(bucket("ab").is_err());
+    }
+}

@@ -1,0 +1,142 @@
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+
+use super::*;
+
+/// Builds a config from arguments with a clean environment view: clap reads the real process
+/// environment, so these tests only pass variables through `env` values that no CI sets.
+fn build_from(args: &[&str]) -> Result<Config, ConfigError> {
+    let argv: Vec<OsString> = std::iter::once("kube-event-pipe")
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
+    let matches = Cli::command().try_get_matches_from(argv).unwrap();
+    build(&matches)
+}
+
+#[test]
+fn defaults_match_the_python_tool_except_the_error_rate() {
+    let c = build_from(&["--source", "replay", "--replay-file", "-"]).unwrap();
+    assert_eq!(c.source, SourceConfig::Replay(ReplayInput::Stdin));
+    assert_eq!(c.sinks, vec![SinkConfig::Stdout]);
+    assert_eq!(c.persistence_path, PathBuf::from("."));
+    assert_eq!(c.filter_capacity, 1_000_000);
+    assert_eq!(c.filter_error_rate, 0.000_001);
+    assert_eq!(c.generations, 3);
+    assert_eq!(c.rotation_interval, Duration::from_secs(3600));
+    assert_eq!(c.log_filter, "info");
+    assert_eq!(c.format, OutputFormat::Raw);
+    assert!(!c.emit_deleted);
+}
+
+#[test]
+fn flag_errors_name_the_flag_value_and_range() {
+    let err = build_from(&["--filter-capacity", "12x"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--filter-capacity=12x (flag): must be a whole number from 1000 to 1000000000"
+    );
+    let err = build_from(&["--format", "yaml"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--format=yaml (flag): must be one of raw, eventrouter"
+    );
+}
+
+#[test]
+fn replay_needs_an_input() {
+    let err = build_from(&["--source", "replay"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--source replay needs --replay-file PATH (or - for stdin)"
+    );
+}
+
+#[test]
+fn a_destination_path_selects_the_file_sink() {
+    let c = build_from(&["--destination", "/var/log/events.jsonl"]).unwrap();
+    assert_eq!(
+        c.sinks,
+        vec![SinkConfig::File {
+            path: "/var/log/events.jsonl".into(),
+            fsync: true
+        }]
+    );
+}
+
+fn write_config(text: &str, ext: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("c.{ext}"));
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_string_lossy().into_owned();
+    (dir, p)
+}
+
+#[test]
+fn k8stream_keys_map_to_ours() {
+    let (_d, path) = write_config(
+        r#"{"batch_size": 250, "batch_interval": 2, "uid": "prod-1", "file_sink_dir": "/data",
+            "prefix": "events", "aws_region": "eu-west-1", "aws_bucket": "my-events",
+            "aws_profile": "archive", "sink": "file", "kubeconfig": "/etc/kube/config"}"#,
+        "json",
+    );
+    let c = build_from(&["--config", &path]).unwrap();
+    assert_eq!(c.batch_size, 250);
+    assert_eq!(c.batch_interval, Duration::from_secs(2));
+    assert_eq!(
+        c.sinks,
+        vec![SinkConfig::File {
+            path: "/data/events.jsonl".into(),
+            fsync: true
+        }]
+    );
+    assert_eq!(
+        c.source,
+        SourceConfig::Kube {
+            kubeconfig: Some("/etc/kube/config".into())
+        }
+    );
+    assert_eq!(c.s3.uid.as_deref(), Some("prod-1"));
+    assert_eq!(c.s3.bucket.as_deref(), Some("my-events"));
+    assert_eq!(c.s3.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.s3.profile.as_deref(), Some("archive"));
+    assert_eq!(c.s3.prefix.as_deref(), Some("events"));
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let (_d, path) = write_config("batch_size: 250\ngenerations: 5\n", "yaml");
+    let c = build_from(&["--config", &path, "--batch-size", "10"]).unwrap();
+    assert_eq!(c.batch_size, 10);
+    assert_eq!(c.generations, 5);
+}
+
+#[test]
+fn file_errors_name_the_file_and_key() {
+    let (_d, path) = write_config("batch_size: 0\n", "yaml");
+    let err = build_from(&["--config", &path]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("batch_size=0 (config file {path}): must be a whole number from 1 to 1000000")
+    );
+    let (_d, path) = write_config("sink: s3\n", "yaml");
+    let err = build_from(&["--config", &path]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "sink=s3 (config file {path}): the s3 sink is not available in this version; use stdout or file"
+        )
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let err = build_from(&["--config", "/nonexistent/kep.yaml"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("config file /nonexistent/kep.yaml: cannot read it: "),
+        "{err}"
+    );
+}
