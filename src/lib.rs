@@ -8,3 +8,4 @@
 pub mod config;
 pub mod dedup;
 pub mod event;
+pub mod source;

@@ -1,0 +1,271 @@
+//! The replay source: Events from a file or stdin, as watch envelopes, bare objects or lists.
+//!
+//! Replay is the demo, the backfill tool and the benchmark input, and it lets the pipe work as a
+//! filter (`kubectl get events -A -w -o json | kube-event-pipe --source replay --replay-file -`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
+use super::{SourceBatch, SourceError};
+use crate::config::ReplayInput;
+use crate::event::{Change, EventRecord};
+
+/// Records are handed over in small batches to spread the channel's cost, but a batch is sent
+/// as soon as the reader would block, so a slow live stream is not held back.
+const HANDOFF_BATCH: usize = 256;
+
+/// Counters a caller can read while the replay runs.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    pub values: AtomicU64,
+    pub events: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+/// The top-level shapes replay accepts, borrowed from the input without copying.
+#[derive(Deserialize)]
+struct TopLevel<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind_of_change: Option<&'a str>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+/// Opens the input and starts a reader thread that feeds `tx` until the input ends or the
+/// receiver is dropped.
+///
+/// A plain thread, not a tokio blocking task: a read on stdin cannot be cancelled, and the
+/// runtime would wait for such a task at shutdown; a detached thread ends with the process.
+pub fn spawn(
+    input: &ReplayInput,
+    tx: mpsc::Sender<SourceBatch>,
+    stats: Arc<ReplayStats>,
+) -> Result<(), SourceError> {
+    let reader: Box<dyn Read + Send> = match input {
+        ReplayInput::Stdin => Box::new(std::io::stdin()),
+        ReplayInput::File(path) => {
+            Box::new(
+                std::fs::File::open(path).map_err(|source| SourceError::OpenReplay {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+    };
+    let name = match input {
+        ReplayInput::Stdin => "stdin".to_string(),
+        ReplayInput::File(p) => p.display().to_string(),
+    };
+    std::thread::Builder::new()
+        .name("replay-reader".into())
+        .spawn(move || {
+            let result = read_all(BufReader::with_capacity(256 << 10, reader), &tx, &stats);
+            let (values, events, malformed) = (
+                stats.values.load(Ordering::Relaxed),
+                stats.events.load(Ordering::Relaxed),
+                stats.malformed.load(Ordering::Relaxed),
+            );
+            match result {
+                Ok(()) => info!(
+                    input = %name, values, events, malformed,
+                    "replay input finished"
+                ),
+                Err(ReadEnd::ReceiverGone) => debug!("replay stopped: pipeline is shutting down"),
+                Err(ReadEnd::Io(e)) => warn!(
+                    input = %name, error = %e,
+                    "replay input failed; events read so far are still delivered"
+                ),
+            }
+        })
+        .map_err(SourceError::Thread)?;
+    Ok(())
+}
+
+enum ReadEnd {
+    ReceiverGone,
+    Io(std::io::Error),
+}
+
+fn read_all<R: Read>(
+    mut reader: BufReader<R>,
+    tx: &mpsc::Sender<SourceBatch>,
+    stats: &ReplayStats,
+) -> Result<(), ReadEnd> {
+    let mut splitter = Splitter::new();
+    let mut chunks = Vec::new();
+    let mut batch = Vec::with_capacity(HANDOFF_BATCH);
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        let n = read_line_capped(&mut reader, &mut line).map_err(ReadEnd::Io)?;
+        if n == 0 {
+            break;
+        }
+        splitter.push_line(&line, &mut chunks);
+        for chunk in chunks.drain(..) {
+            decode_chunk(&chunk, stats, &mut batch);
+        }
+        // An empty buffer means the next read may block: hand over what is ready first.
+        if batch.len() >= HANDOFF_BATCH || (!batch.is_empty() && reader.buffer().is_empty()) {
+            send(tx, &mut batch)?;
+        }
+    }
+    if let Some(chunk) = splitter.finish() {
+        decode_chunk(&chunk, stats, &mut batch);
+    }
+    if !batch.is_empty() {
+        send(tx, &mut batch)?;
+    }
+    Ok(())
+}
+
+fn send(tx: &mpsc::Sender<SourceBatch>, batch: &mut SourceBatch) -> Result<(), ReadEnd> {
+    let full = std::mem::replace(batch, Vec::with_capacity(HANDOFF_BATCH));
+    tx.blocking_send(full).map_err(|_| ReadEnd::ReceiverGone)
+}
+
+/// Reads one line, keeping at most `MAX_VALUE_BYTES + 1` bytes of it: the splitter then reports
+/// it as oversized, and the rest of the line is skipped without being held in memory.
+fn read_line_capped<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (used, done) = match memchr_newline(available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (MAX_VALUE_BYTES + 1).saturating_sub(line.len());
+        line.extend_from_slice(&available[..used.min(room)]);
+        reader.consume(used);
+        total += used;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+fn memchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+/// Turns one chunk into records, reporting what cannot be used with its line number.
+fn decode_chunk(chunk: &Chunk, stats: &ReplayStats, out: &mut SourceBatch) {
+    let malformed = |line: u64, reason: &dyn std::fmt::Display| {
+        stats.malformed.fetch_add(1, Ordering::Relaxed);
+        warn!("skipping malformed input at line {line}: {reason}");
+    };
+    if chunk.oversized {
+        malformed(
+            chunk.line,
+            &format_args!("value longer than {MAX_VALUE_BYTES} bytes"),
+        );
+        return;
+    }
+    let values = serde_json::Deserializer::from_slice(&chunk.bytes).into_iter::<&RawValue>();
+    for value in values {
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                let line = chunk.line + e.line().saturating_sub(1) as u64;
+                malformed(line, &SerdeReason(&e));
+                // Past a syntax error the rest of the chunk cannot be trusted.
+                return;
+            }
+        };
+        stats.values.fetch_add(1, Ordering::Relaxed);
+        match classify(value) {
+            Ok(records) => {
+                for record in records {
+                    match record {
+                        Ok(r) => {
+                            stats.events.fetch_add(1, Ordering::Relaxed);
+                            out.push(r);
+                        }
+                        Err(reason) => malformed(chunk.line, &reason),
+                    }
+                }
+            }
+            Err(reason) => malformed(chunk.line, &reason),
+        }
+    }
+}
+
+/// A serde error's message with its column but without serde's chunk-relative line.
+struct SerdeReason<'a>(&'a serde_json::Error);
+
+impl std::fmt::Display for SerdeReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        let message = text
+            .rfind(" at line ")
+            .map_or(text.as_str(), |i| &text[..i]);
+        write!(f, "{message} (column {})", self.0.column())
+    }
+}
+
+/// What one top-level value holds: records (each possibly bad), or a reason it holds none.
+fn classify(value: &RawValue) -> Result<Vec<Result<EventRecord, String>>, String> {
+    let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|_| {
+        "expected a JSON object: a watch envelope, an Event or an EventList".to_string()
+    })?;
+    let record = |change, raw: &RawValue| {
+        EventRecord::from_raw(change, raw.to_owned()).map_err(|e| e.to_string())
+    };
+    if let Some(kind) = top.kind_of_change {
+        let change = match kind {
+            "ADDED" => Change::Added,
+            "MODIFIED" => Change::Modified,
+            "DELETED" => Change::Deleted,
+            // Progress markers of a watch, not events.
+            "BOOKMARK" => return Ok(Vec::new()),
+            "ERROR" => {
+                let status = top.object.map_or("", |o| o.get());
+                return Err(format!("watch ERROR envelope: {}", one_line(status)));
+            }
+            other => return Err(format!("unknown watch event type {other:?}")),
+        };
+        return match top.object {
+            Some(object) => Ok(vec![record(change, object)]),
+            None => Err(format!("{kind} envelope has no object")),
+        };
+    }
+    if let Some(items) = top.items {
+        return Ok(items
+            .into_iter()
+            .map(|i| record(Change::Added, i))
+            .collect());
+    }
+    Ok(vec![record(Change::Added, value)])
+}
+
+fn one_line(s: &str) -> String {
+    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > 300 {
+        let mut end = 300;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+use std::io::BufReader;
+
+use super::*;
+
+fn replay(text: &str) -> (Vec<EventRecord>, ReplayStats) {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let stats = ReplayStats::default();
+    let bytes = text.as_bytes().to_vec();
+    let result = read_all(BufReader::new(&bytes[..]), &tx, &stats);
+    assert!(result.is_ok());
+    drop(tx);
+    let mut out = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        out.extend(batch);
+    }
+    (out, stats)
+}
+
+fn ev(name: &str, count: u64) -> String {
+    format!(
+        r#"{{"kind":"Event","metadata":{{"name":"{name}","namespace":"default"}},"count":{count}}}"#
+    )
+}
+
+#[test]
+fn reads_envelopes_bare_events_and_lists() {
+    let text = format!(
+        "{{\"type\":\"ADDED\",\"object\":{}}}\n{{\"type\":\"MODIFIED\",\"object\":{}}}\n{}\n{{\"kind\":\"EventList\",\"items\":[{},{}]}}\n",
+        ev("a", 1),
+        ev("a", 2),
+        ev("b", 1),
+        ev("c", 1),
+        ev("d", 1)
+    );
+    let (records, stats) = replay(&text);
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| (r.name.as_str(), r.count, r.change))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a", 1, Change::Added),
+            ("a", 2, Change::Modified),
+            ("b", 1, Change::Added),
+            ("c", 1, Change::Added),
+            ("d", 1, Change::Added)
+        ]
+    );
+    assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.events.load(Ordering::Relaxed), 5);
+}
+
+#[test]
+fn bookmarks_are_skipped_and_deletions_are_marked() {
+    let text = format!(
+        "{{\"type\":\"BOOKMARK\",\"object\":{{\"metadata\":{{\"resourceVersion\":\"9\"}}}}}}\n{{\"type\":\"DELETED\",\"object\":{}}}\n",
+        ev("gone", 3)
+    );
+    let (records, stats) = replay(&text);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].change, Change::Deleted);
+    assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn the_sample_fixture_reads_as_one_event_list() {
+    let text = include_str!("../../../tests/fixtures/minikube-eventlist.json");
+    let (records, stats) = replay(text);
+    assert_eq!(records.len(), 20);
+    assert_eq!(stats.values.load(Ordering::Relaxed), 1);
+    // The raw object survives untouched: a field the pipe never reads is still there.
+    assert!(records[0].raw.get().contains("\"reportingInstance\""));
+}
+
+#[test]
+fn malformed_values_are_skipped_and_the_stream_flows_on() {
+    let text = format!(
+        "{}\n{{\"type\":\"ADDED\",\"object\":{{\"metadata\":\n{}\nnot json\n{{\"type\":\"ADDED\",\"object\":{{\"metadata\":{{}}}}}}\n{{\"type\":\"SYNC\",\"object\":{{}}}}\n[1,2]\n{}\n",
+        ev("a", 1),
+        ev("b", 1),
+        ev("c", 1)
+    );
+    let (records, stats) = replay(&text);
+    let names: Vec<_> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(stats.malformed.load(Ordering::Relaxed), 5);
+}
+
+#[test]
+fn kubectl_watch_output_spans_lines() {
+    let pretty = format!(
+        "{{\n    \"type\": \"ADDED\",\n    \"object\": {{\n        \"metadata\": {{\n            \"name\": \"x\",\n            \"namespace\": \"kube-system\"\n        }},\n        \"message\": \"a\\nb\"\n    }}\n}}\n{}\n",
+        ev("y", 4)
+    );
+    let (records, _) = replay(&pretty);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].namespace, "kube-system");
+    assert_eq!(records[1].count, 4);
+}
+
+#[test]
+fn serde_reasons_drop_the_chunk_relative_line() {
+    let err = serde_json::from_str::<serde_json::Value>("{\"a\":").unwrap_err();
+    assert_eq!(
+        SerdeReason(&err).to_string(),
+        "EOF while parsing a value (column 5)"
+    );
+}
