@@ -5,7 +5,10 @@
 //! sinks' acknowledgements flow back to `dedup` as commits. `pipeline` is the only module that
 //! wires the stages together.
 
+pub mod batch;
 pub mod config;
 pub mod dedup;
+pub mod encode;
 pub mod event;
+pub mod sink;
 pub mod source;

@@ -1,0 +1,3 @@
+//! Encoders: pure functions from records to bytes, testable without I/O.
+
+pub mod json;

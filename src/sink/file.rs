@@ -1,0 +1,201 @@
+//! The file sink: appends JSON lines to a path that logrotate may move, truncate or delete.
+//!
+//! The file is opened with O_APPEND, so `copytruncate` works without a signal (every write lands
+//! at the current end). For `create` mode, SIGHUP asks for a reopen; and because a forgotten
+//! `postrotate` is a classic way to write into a deleted file for weeks, every batch also compares
+//! the path's inode with the open file's and reopens when they differ.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::info;
+
+use super::SinkError;
+
+pub struct FileSink {
+    path: PathBuf,
+    file: File,
+    identity: (u64, u64),
+    fsync: bool,
+    reopen_requested: Arc<AtomicBool>,
+}
+
+impl FileSink {
+    /// Opens (creating) the file. `reopen_requested` is set by the SIGHUP handler.
+    pub fn open(
+        path: &Path,
+        fsync: bool,
+        reopen_requested: Arc<AtomicBool>,
+    ) -> Result<Self, SinkError> {
+        let (file, identity) = open_append(path)?;
+        Ok(FileSink {
+            path: path.to_path_buf(),
+            file,
+            identity,
+            fsync,
+            reopen_requested,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `bytes`, made durable when fsync is on. `written` counts what already reached the
+    /// file from an earlier, failed attempt, so a retry does not write those bytes twice.
+    pub fn write(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), SinkError> {
+        self.follow_rotation()?;
+        while *written < bytes.len() {
+            match self.file.write(&bytes[*written..]) {
+                Ok(0) => return Err(self.io_error(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+        if self.fsync {
+            self.file.sync_data().map_err(|e| self.io_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Reopens when asked by SIGHUP, or when the path no longer names the open file.
+    fn follow_rotation(&mut self) -> Result<(), SinkError> {
+        let reason = if self.reopen_requested.swap(false, Ordering::AcqRel) {
+            Some("SIGHUP")
+        } else {
+            match std::fs::metadata(&self.path) {
+                Ok(m) if (m.dev(), m.ino()) == self.identity => None,
+                Ok(_) => Some("the path now names another file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("the path was removed"),
+                // Cannot tell (e.g. a permission change on the directory): keep the open file.
+                Err(_) => None,
+            }
+        };
+        if let Some(reason) = reason {
+            let (file, identity) = open_append(&self.path)?;
+            // The old file needs no sync: with fsync on, every acknowledged batch already is.
+            self.file = file;
+            self.identity = identity;
+            info!(path = %self.path.display(), reason, "reopened output file");
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, source: std::io::Error) -> SinkError {
+        SinkError::Write {
+            sink: format!("file {}", self.path.display()),
+            source,
+        }
+    }
+}
+
+fn open_append(path: &Path) -> Result<(File, (u64, u64)), SinkError> {
+    let open_error = |source| SinkError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(open_error)?;
+    let meta = file.metadata().map_err(open_error)?;
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(dir: &Path) -> (FileSink, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let s = FileSink::open(&dir.join("out.jsonl"), true, flag.clone()).unwrap();
+        (s, flag)
+    }
+
+    fn write(s: &mut FileSink, text: &str) {
+        let mut n = 0;
+        s.write(text.as_bytes(), &mut n).unwrap();
+        assert_eq!(n, text.len());
+    }
+
+    #[test]
+    fn a_renamed_file_is_noticed_at_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = sink(dir.path());
+        write(&mut s, "1\n");
+        std::fs::rename(dir.path().join("out.jsonl"), dir.path().join("out.jsonl.1")).unwrap();
+        write(&mut s, "2\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.jsonl.1")).unwrap(),
+            "1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(),
+            "2\n"
+        );
+    }
+
+    #[test]
+    fn a_deleted_file_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = sink(dir.path());
+        write(&mut s, "1\n");
+        std::fs::remove_file(dir.path().join("out.jsonl")).unwrap();
+        write(&mut s, "2\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(),
+            "2\n"
+        );
+    }
+
+    #[test]
+    fn copytruncate_keeps_appending_at_the_new_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = sink(dir.path());
+        write(&mut s, "first line\n");
+        OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("out.jsonl"))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        write(&mut s, "2\n");
+        // No hole of NULs where the old content was: O_APPEND writes at the new end.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(),
+            "2\n"
+        );
+    }
+
+    #[test]
+    fn sighup_reopens_even_when_the_inode_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, flag) = sink(dir.path());
+        flag.store(true, Ordering::Release);
+        write(&mut s, "1\n");
+        assert!(!flag.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn an_unwritable_path_names_itself() {
+        let err = FileSink::open(
+            Path::new("/nonexistent-dir/out.jsonl"),
+            false,
+            Arc::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot open output file /nonexistent-dir/out.jsonl: "),
+            "{err}"
+        );
+    }
+}
