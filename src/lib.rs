@@ -10,5 +10,8 @@ pub mod config;
 pub mod dedup;
 pub mod encode;
 pub mod event;
+pub mod pipeline;
+pub mod signals;
 pub mod sink;
 pub mod source;
+pub mod telemetry;

@@ -1,1 +1,77 @@
-fn main() {}
+//! The kube-event-pipe binary: parse the configuration, run the pipe, map the outcome to an
+//! exit status (0 done, 1 runtime failure, 2 bad configuration).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches};
+use kube_event_pipe::config::{self, Cli, Command, LogFormat};
+use kube_event_pipe::{dedup, pipeline, signals, telemetry};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Some(Command::Inspect(args)) => report(inspect(&args)),
+        None => {
+            let config = match config::build(&matches) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init_logging(&config.log_filter, config.log_format);
+            report(run(config))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let reopen = Arc::new(AtomicBool::new(false));
+        signals::install(shutdown.clone(), reopen.clone())
+            .context("cannot install signal handlers")?;
+        pipeline::run(&config, shutdown, reopen).await?;
+        Ok(())
+    })
+}
+
+fn inspect(args: &config::InspectArgs) -> anyhow::Result<()> {
+    telemetry::init_logging("warn", LogFormat::Text);
+    let rows = dedup::inspect(&args.persistence_path, SystemTime::now())?;
+    let text = if args.json {
+        dedup::render_json(&rows)
+    } else {
+        dedup::render_table(&rows)
+    };
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        // `inspect | head` is a normal way to read it.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}

@@ -1,0 +1,321 @@
+//! The generation ring: every generation answers `contains`, only the newest takes commits.
+//!
+//! A generation retires when it is older than the rotation interval or holds `capacity` keys
+//! (so the false-positive rate stays at its target during a burst); the ring keeps the newest
+//! `generations` files and deletes older ones, only after the new one is durable.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{error, info, warn};
+
+use super::filter;
+use super::header::Header;
+use super::store::{FilterFile, sync_dir};
+use super::{Clock, DedupError, RingConfig, SystemClock};
+use crate::event::OccurrenceKey;
+
+pub const LOCK_FILE: &str = "kube-event-pipe.lock";
+const PREFIX: &str = "kep-";
+const SUFFIX: &str = ".filter";
+
+/// What the ring reports about one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationInfo {
+    pub path: PathBuf,
+    pub created_at: u64,
+    pub inserted: u64,
+    pub capacity: u64,
+    pub fill_ratio: f64,
+    pub estimated_fp_rate: f64,
+}
+
+pub struct Ring {
+    config: RingConfig,
+    clock: Arc<dyn Clock>,
+    /// Oldest first; never empty after `open`.
+    generations: Vec<FilterFile>,
+    quarantined: u64,
+    /// Held for the ring's life: the lock is released when the file closes.
+    _lock: File,
+}
+
+/// Generation file names sort by creation time: `kep-<unix millis, 16 digits>.filter`.
+pub fn generation_name(millis: u64) -> String {
+    format!("{PREFIX}{millis:016}{SUFFIX}")
+}
+
+pub fn is_generation_name(name: &str) -> bool {
+    name.strip_prefix(PREFIX)
+        .and_then(|r| r.strip_suffix(SUFFIX))
+        .is_some_and(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Ring {
+    pub fn open(config: RingConfig) -> Result<Ring, DedupError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Takes the directory lock first, then loads, repairs and completes the ring.
+    pub fn open_with_clock(config: RingConfig, clock: Arc<dyn Clock>) -> Result<Ring, DedupError> {
+        let dir = config.dir.clone();
+        let not_writable = |source| DedupError::NotWritable {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(not_writable)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(not_writable)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DedupError::Locked { dir: dir.clone() });
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(not_writable(source)),
+        }
+
+        let mut ring = Ring {
+            config,
+            clock,
+            generations: Vec::new(),
+            quarantined: 0,
+            _lock: lock,
+        };
+        for path in ring.scan()? {
+            match FilterFile::open(&path) {
+                Ok(g) => ring.generations.push(g),
+                Err(reason) => ring.quarantine(&path, &reason.to_string())?,
+            }
+        }
+        if ring.generations.is_empty() || ring.newest_is_due() {
+            ring.rotate()?;
+        } else {
+            ring.retire_oldest()?;
+        }
+        info!(
+            dir = %ring.config.dir.display(),
+            generations = ring.generations.len(),
+            "filter generations loaded"
+        );
+        Ok(ring)
+    }
+
+    /// Lists generation files oldest first; removes half-created ones and reports the Python
+    /// tool's filters once (they are left alone: that tool may still own them).
+    fn scan(&self) -> Result<Vec<PathBuf>, DedupError> {
+        let dir = &self.config.dir;
+        let entries = std::fs::read_dir(dir).map_err(|source| DedupError::NotWritable {
+            dir: dir.clone(),
+            source,
+        })?;
+        let mut found = Vec::new();
+        let mut foreign = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_generation_name(name) {
+                found.push(entry.path());
+            } else if name.starts_with(PREFIX) && name.ends_with(".filter.tmp") {
+                // A creation interrupted by a crash: never renamed into place, holds nothing.
+                let _ = std::fs::remove_file(entry.path());
+            } else if name.ends_with(".bloom") {
+                foreign += 1;
+            }
+        }
+        if foreign > 0 {
+            warn!(
+                dir = %dir.display(),
+                files = foreign,
+                "found *.bloom files of the Python kube-event-pipe; they are not read and are left in place"
+            );
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Renames a bad file aside, so it can be examined and is never read again.
+    fn quarantine(&mut self, path: &Path, reason: &str) -> Result<(), DedupError> {
+        let now = unix_millis(self.clock.now()) / 1000;
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{now}"));
+        std::fs::rename(path, &aside).map_err(|source| DedupError::Io {
+            path: path.to_path_buf(),
+            action: "rename a corrupt filter aside",
+            source,
+        })?;
+        self.quarantined += 1;
+        error!(
+            file = %path.display(),
+            moved_to = %Path::new(&aside).display(),
+            reason,
+            "corrupt filter generation quarantined; a fresh generation replaces it (events it remembered may be delivered again)"
+        );
+        Ok(())
+    }
+
+    fn newest_is_due(&self) -> bool {
+        let Some(newest) = self.generations.last() else {
+            return true;
+        };
+        let age = (unix_millis(self.clock.now()) / 1000).saturating_sub(newest.header().created_at);
+        newest.is_full() || Duration::from_secs(age) >= self.config.rotation_interval
+    }
+
+    #[inline]
+    pub fn contains(&self, key: OccurrenceKey) -> bool {
+        // Newest first: a duplicate is most likely a recent event.
+        self.generations.iter().rev().any(|g| g.contains(key))
+    }
+
+    /// Remembers delivered keys. Rotates first whenever the newest generation is full.
+    pub fn commit(&mut self, keys: &[OccurrenceKey]) -> Result<(), DedupError> {
+        let mut i = 0;
+        while i < keys.len() {
+            if self.newest_is_due() {
+                self.rotate()?;
+            }
+            let newest = self.newest_mut();
+            while i < keys.len() && !newest.is_full() {
+                newest.insert(keys[i]);
+                i += 1;
+            }
+            newest.store_inserted();
+        }
+        Ok(())
+    }
+
+    /// The timer's check: rotates when the newest generation has aged out.
+    pub fn rotate_if_due(&mut self) -> Result<bool, DedupError> {
+        if self.newest_is_due() {
+            self.rotate()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Synchronous flush of every generation with unsynced bits.
+    pub fn flush(&mut self) -> Result<(), DedupError> {
+        for g in &mut self.generations {
+            g.flush().map_err(|source| DedupError::Io {
+                path: g.path().to_path_buf(),
+                action: "flush",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn generations(&self) -> Vec<GenerationInfo> {
+        self.generations
+            .iter()
+            .map(|g| {
+                let fill = g.fill_ratio();
+                GenerationInfo {
+                    path: g.path().to_path_buf(),
+                    created_at: g.header().created_at,
+                    inserted: g.header().inserted,
+                    capacity: g.header().capacity,
+                    fill_ratio: fill,
+                    estimated_fp_rate: filter::estimated_fp_rate(fill, g.header().hash_count),
+                }
+            })
+            .collect()
+    }
+
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined
+    }
+
+    fn newest_mut(&mut self) -> &mut FilterFile {
+        let last = self.generations.len() - 1;
+        &mut self.generations[last]
+    }
+
+    /// Starts a new generation with the current parameters. The previous newest is flushed,
+    /// the new one is durable (file and directory synced) before the oldest is deleted.
+    fn rotate(&mut self) -> Result<(), DedupError> {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let mut millis = unix_millis(now);
+        if let Some(newest) = self.generations.last() {
+            // Names must sort in creation order even if the clock stepped back.
+            let newest_millis = newest
+                .path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| {
+                    n.strip_prefix(PREFIX)?
+                        .strip_suffix(SUFFIX)?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0);
+            millis = millis.max(newest_millis + 1);
+        }
+        let path = self.config.dir.join(generation_name(millis));
+        let (bit_count, hash_count) =
+            filter::size_for(self.config.capacity, self.config.error_rate);
+        let header = Header {
+            hash_count,
+            bit_count,
+            capacity: self.config.capacity,
+            error_rate: self.config.error_rate,
+            created_at: unix_millis(now) / 1000,
+            seed: millis ^ 0x6b65_702d_7365_6564,
+            inserted: 0,
+        };
+        if let Some(prev) = self.generations.last_mut() {
+            prev.flush().map_err(|source| DedupError::Io {
+                path: prev.path().to_path_buf(),
+                action: "flush",
+                source,
+            })?;
+        }
+        let generation = FilterFile::create(&path, header).map_err(|source| DedupError::Io {
+            path: path.clone(),
+            action: "create a filter generation",
+            source,
+        })?;
+        self.generations.push(generation);
+        self.retire_oldest()?;
+        info!(
+            file = %path.display(),
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "started a new filter generation"
+        );
+        Ok(())
+    }
+
+    fn retire_oldest(&mut self) -> Result<(), DedupError> {
+        let keep = self.config.generations.max(1);
+        if self.generations.len() <= keep {
+            return Ok(());
+        }
+        let excess = self.generations.len() - keep;
+        for old in self.generations.drain(..excess) {
+            let path = old.path().to_path_buf();
+            drop(old);
+            std::fs::remove_file(&path).map_err(|source| DedupError::Io {
+                path: path.clone(),
+                action: "delete a retired generation",
+                source,
+            })?;
+        }
+        sync_dir(&self.config.dir).map_err(|source| DedupError::Io {
+            path: self.config.dir.clone(),
+            action: "sync the directory",
+            source,
+        })
+    }
+}

@@ -1,0 +1,353 @@
+//! Wiring: source → dedup → batcher → sinks, and acks back into the filters; shutdown.
+//!
+//! The dedup stage owns the filter ring and is the only place that touches it: it checks each
+//! record against the ring and the keys in flight, and commits a batch's keys when the sink
+//! thread acknowledges it. Commit follows delivery, so a crash at any point replays at most what
+//! was in flight and never loses an event.
+//!
+//! Queues, their bounds and what happens when one is full:
+//! - source → dedup: `SOURCE_QUEUE` hand-offs of up to 256 records. Full: the source blocks
+//!   (the replay reader stops reading; a watch stops pulling from the API server).
+//! - dedup → batcher: `batch_size` records. Full: the dedup stage waits, so the source queue
+//!   fills.
+//! - batcher → sinks: one encoded batch. Full: the batcher waits.
+//! - sinks → dedup (acks): unbounded, but never longer than the batches in flight.
+//!
+//! Hence at most `4 × batch_size` accepted events are in flight (queued for the batcher, in the
+//! open batch, queued for the sinks, being written); that is the bound on duplicates after a
+//! crash.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lru::LruCache;
+use serde_json::value::RawValue;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::batch::{self, Accepted};
+use crate::config::{Config, OutputFormat, SourceConfig};
+use crate::dedup::{DedupError, Ring, RingConfig};
+use crate::encode::json::LineEncoder;
+use crate::event::{EventRecord, OccurrenceKey};
+use crate::sink::{self, BatchAck, LineSink, SinkEnd, SinkError};
+use crate::source::{self, SourceBatch, SourceError, replay::ReplayStats};
+
+/// Hand-offs queued between the source and the dedup stage.
+const SOURCE_QUEUE: usize = 16;
+
+/// Objects whose last version is remembered for eventrouter's `old_event`. Events live an hour
+/// in the API server; this covers the busy part of that window in a few MiB.
+const PRIOR_VERSIONS: usize = 4096;
+
+/// Failures that stop the pipe before or while it runs. Start-up errors are not retryable.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Dedup(#[from] DedupError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Why the pipe stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The replay input ended and everything read was delivered.
+    InputEnded,
+    /// SIGTERM or SIGINT, and everything accepted was delivered.
+    Signal,
+    /// stdout's reader went away; what was in flight stays uncommitted for the next run.
+    StdoutClosed,
+    /// The shutdown timeout passed with events still in flight (they are delivered again later).
+    ShutdownTimeout,
+}
+
+/// What a run did, for the final log line and the tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub received: u64,
+    pub duplicates: u64,
+    pub deleted_skipped: u64,
+    pub emitted: u64,
+    pub committed: u64,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub end: EndReason,
+    pub tally: Tally,
+}
+
+/// In-flight keys are already uniform hashes: use their low bits instead of hashing again.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type KeySet = HashSet<OccurrenceKey, BuildHasherDefault<KeyHasher>>;
+
+/// The dedup stage's phases. Draining: no more input; waiting for the last acks.
+enum Phase {
+    Running,
+    Draining { deadline: Instant },
+}
+
+struct DedupStage {
+    ring: Ring,
+    in_flight: KeySet,
+    priors: Option<LruCache<(String, String), Box<RawValue>>>,
+    emit_deleted: bool,
+    tally: Tally,
+}
+
+impl DedupStage {
+    /// Sends the new occurrences of `batch` on; returns false if shutdown interrupted it.
+    async fn accept(
+        &mut self,
+        batch: SourceBatch,
+        out: &mpsc::Sender<Accepted>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        for record in batch {
+            self.tally.received += 1;
+            let prior = self.remember(&record);
+            if !record.is_occurrence() {
+                if !self.emit_deleted {
+                    self.tally.deleted_skipped += 1;
+                    continue;
+                }
+            } else if self.in_flight.contains(&record.key) || self.ring.contains(record.key) {
+                self.tally.duplicates += 1;
+                continue;
+            } else {
+                self.in_flight.insert(record.key);
+            }
+            let key = record.is_occurrence().then_some(record.key);
+            tokio::select! {
+                permit = out.reserve() => match permit {
+                    Ok(permit) => {
+                        permit.send(Accepted { record, prior });
+                        self.tally.emitted += 1;
+                    }
+                    Err(_) => return false,
+                },
+                () = shutdown.cancelled() => {
+                    // Never handed on: forget it so the next run delivers it.
+                    if let Some(k) = key {
+                        self.in_flight.remove(&k);
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Records the latest version of the record's object, returning the one before it.
+    fn remember(&mut self, record: &EventRecord) -> Option<Box<RawValue>> {
+        let priors = self.priors.as_mut()?;
+        priors.put(
+            (record.namespace.clone(), record.name.clone()),
+            record.raw.clone(),
+        )
+    }
+
+    fn commit(&mut self, ack: BatchAck) {
+        if let Err(e) = self.ring.commit(&ack.keys) {
+            // Delivered but not remembered: a later relist may deliver these again. Never a loss.
+            error!(error = %e, batch = ack.seq, "cannot commit delivered events to the filters; they may be delivered again after a restart");
+        } else {
+            self.tally.committed += ack.keys.len() as u64;
+        }
+        for key in &ack.keys {
+            self.in_flight.remove(key);
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Err(e) = self.ring.rotate_if_due() {
+            error!(error = %e, "filter rotation failed; keeping the current generation");
+        }
+        if let Err(e) = self.ring.flush() {
+            error!(error = %e, "filter flush failed; delivered events may be delivered again after a power loss");
+        }
+    }
+}
+
+/// Runs the pipe until its input ends, `shutdown` is cancelled, or stdout closes.
+/// `reopen` is raised by SIGHUP and read by the file sinks.
+pub async fn run(
+    config: &Config,
+    shutdown: CancellationToken,
+    reopen: Arc<AtomicBool>,
+) -> Result<Report, PipelineError> {
+    let ring = Ring::open(RingConfig {
+        dir: config.persistence_path.clone(),
+        generations: config.generations,
+        capacity: config.filter_capacity,
+        error_rate: config.filter_error_rate,
+        rotation_interval: config.rotation_interval,
+    })?;
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|s| LineSink::open(s, &reopen))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (source_tx, mut source_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
+    let replay_stats = Arc::new(ReplayStats::default());
+    match &config.source {
+        SourceConfig::Replay(input) => {
+            source::replay::spawn(input, source_tx, replay_stats.clone())?
+        }
+        SourceConfig::Kube { .. } => return Err(SourceError::KubeUnavailable.into()),
+    }
+
+    let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(config.batch_size);
+    let (batch_tx, batch_rx) = mpsc::channel(1);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let encoder = LineEncoder::new(config.format, config.cluster_name.as_deref());
+    let batcher = tokio::spawn(batch::run(
+        accepted_rx,
+        batch_tx,
+        encoder,
+        config.batch_size,
+        config.batch_interval,
+    ));
+    let sink_thread = sink::spawn(sinks, batch_rx, ack_tx)?;
+
+    let mut stage = DedupStage {
+        ring,
+        in_flight: KeySet::default(),
+        priors: (config.format == OutputFormat::Eventrouter)
+            .then(|| LruCache::new(NonZeroUsize::new(PRIOR_VERSIONS).unwrap_or(NonZeroUsize::MIN))),
+        emit_deleted: config.emit_deleted,
+        tally: Tally::default(),
+    };
+    let mut sync_timer = tokio::time::interval(config.sync_interval);
+    sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    sync_timer.reset();
+
+    let mut phase = Phase::Running;
+    let mut accepted_tx = Some(accepted_tx);
+    let mut end = EndReason::InputEnded;
+    info!(
+        generations = stage.ring.generations().len(),
+        "pipeline running"
+    );
+    loop {
+        let draining_deadline = match phase {
+            Phase::Draining { deadline } => Some(deadline),
+            Phase::Running => None,
+        };
+        tokio::select! {
+            biased;
+            ack = ack_rx.recv() => match ack {
+                Some(ack) => stage.commit(ack),
+                // The sink thread is gone: it drained everything, or stdout closed.
+                None => break,
+            },
+            _ = sync_timer.tick() => stage.sync(),
+            () = shutdown.cancelled(), if draining_deadline.is_none() => {
+                info!("shutting down: delivering what is in flight");
+                end = EndReason::Signal;
+                phase = Phase::Draining { deadline: Instant::now() + config.shutdown_timeout };
+                accepted_tx = None;
+                source_rx.close();
+            }
+            batch = source_rx.recv(), if draining_deadline.is_none() => {
+                let keep_going = match (batch, &accepted_tx) {
+                    (Some(batch), Some(tx)) => stage.accept(batch, tx, &shutdown).await,
+                    _ => false,
+                };
+                if !keep_going {
+                    if shutdown.is_cancelled() {
+                        end = EndReason::Signal;
+                    }
+                    phase = Phase::Draining { deadline: Instant::now() + config.shutdown_timeout };
+                    accepted_tx = None;
+                    source_rx.close();
+                }
+            }
+            () = sleep_until_opt(draining_deadline) => {
+                warn!(
+                    in_flight = stage.in_flight.len(),
+                    "shutdown timeout passed; events in flight stay uncommitted and will be delivered again after restart"
+                );
+                end = EndReason::ShutdownTimeout;
+                break;
+            }
+        }
+    }
+    drop(accepted_tx);
+
+    if end != EndReason::ShutdownTimeout {
+        // Both have finished (the ack channel closed), so these joins do not wait.
+        let _ = batcher.await;
+        if let Ok(SinkEnd::StdoutClosed) = sink_thread.join() {
+            info!(
+                in_flight = stage.in_flight.len(),
+                "stdout closed by its reader; events in flight stay uncommitted"
+            );
+            end = EndReason::StdoutClosed;
+        }
+    }
+    stage.ring.flush()?;
+    let malformed = replay_stats.malformed.load(Ordering::Relaxed);
+    let t = &stage.tally;
+    info!(
+        received = t.received,
+        emitted = t.emitted,
+        duplicates = t.duplicates,
+        deleted_skipped = t.deleted_skipped,
+        committed = t.committed,
+        malformed,
+        end = ?end,
+        "pipeline stopped"
+    );
+    Ok(Report {
+        end,
+        tally: stage.tally,
+    })
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_keys_hash_by_their_low_bits() {
+        let mut set = KeySet::default();
+        let a = OccurrenceKey::new("ns", "a", 1);
+        set.insert(a);
+        assert!(set.contains(&a));
+        assert!(!set.contains(&OccurrenceKey::new("ns", "a", 2)));
+    }
+}
