@@ -177,7 +177,10 @@ fn decode_chunk(chunk: &Chunk, stats: &ReplayStats, out: &mut SourceBatch) {
         );
         return;
     }
-    let values = serde_json::Deserializer::from_slice(&chunk.bytes).into_iter::<&RawValue>();
+    // Without its line ending, a value cut off mid-string reads as "EOF while parsing a
+    // string" rather than as a control character inside one.
+    let text = chunk.bytes.trim_ascii_end();
+    let values = serde_json::Deserializer::from_slice(text).into_iter::<&RawValue>();
     for value in values {
         let value = match value {
             Ok(v) => v,
