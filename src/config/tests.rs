@@ -1,3 +1,5 @@
+//! Configuration tests: precedence, k8stream keys and the exact error lines (built only under #[cfg(test)]).
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Ring behaviour: persistence, rotation, retention, corruption and locking.
+//! Ring behaviour: persistence, rotation, retention, corruption and locking (built only under #[cfg(test)]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,3 +1,5 @@
+//! Replay decoding tests over in-memory input (built only under #[cfg(test)]).
+
 use std::io::BufReader;
 
 use super::*;
