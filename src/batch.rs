@@ -41,20 +41,29 @@ pub async fn run(
 ) {
     let mut seq = 0u64;
     let mut current = new_batch(seq, max_events);
-    let mut deadline: Option<Instant> = None;
+    // One timer, re-armed when a batch opens, rather than a new one per event.
+    let timer = tokio::time::sleep(max_wait);
+    tokio::pin!(timer);
+    let mut received = Vec::with_capacity(max_events.min(1024));
     loop {
-        let next = match deadline {
-            Some(at) => tokio::select! {
-                item = input.recv() => item.map(Some),
-                () = tokio::time::sleep_until(at) => Some(None),
-            },
-            None => input.recv().await.map(Some),
-        };
-        match next {
-            Some(Some(accepted)) => {
-                if current.events == 0 {
-                    deadline = Some(Instant::now() + max_wait);
+        let open = current.events > 0;
+        let closed_by_timer = tokio::select! {
+            n = input.recv_many(&mut received, max_events - current.events) => {
+                if n == 0 {
+                    if current.events > 0 {
+                        let _ = output.send(current).await;
+                    }
+                    return;
                 }
+                false
+            }
+            () = &mut timer, if open => true,
+        };
+        if !closed_by_timer {
+            if current.events == 0 {
+                timer.as_mut().reset(Instant::now() + max_wait);
+            }
+            for accepted in received.drain(..) {
                 encoder.encode(
                     &accepted.record,
                     accepted.prior.as_deref(),
@@ -64,22 +73,13 @@ pub async fn run(
                     current.keys.push(accepted.record.key);
                 }
                 current.events += 1;
-                if current.events < max_events {
-                    continue;
-                }
             }
-            // The interval ran out with a partial batch.
-            Some(None) => {}
-            None => {
-                if current.events > 0 {
-                    let _ = output.send(current).await;
-                }
-                return;
+            if current.events < max_events {
+                continue;
             }
         }
         seq += 1;
         let full = std::mem::replace(&mut current, new_batch(seq, max_events));
-        deadline = None;
         if output.send(full).await.is_err() {
             return;
         }

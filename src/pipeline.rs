@@ -143,22 +143,26 @@ impl DedupStage {
                 self.in_flight.insert(record.key);
             }
             let key = record.is_occurrence().then_some(record.key);
-            tokio::select! {
-                permit = out.reserve() => match permit {
-                    Ok(permit) => {
-                        permit.send(Accepted { record, prior });
-                        self.tally.emitted += 1;
+            // Fast path: room in the queue. Only a full queue needs to watch for shutdown.
+            let permit = match out.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
+                Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                    permit = out.reserve() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return false,
+                    },
+                    () = shutdown.cancelled() => {
+                        // Never handed on: forget it so the next run delivers it.
+                        if let Some(k) = key {
+                            self.in_flight.remove(&k);
+                        }
+                        return false;
                     }
-                    Err(_) => return false,
                 },
-                () = shutdown.cancelled() => {
-                    // Never handed on: forget it so the next run delivers it.
-                    if let Some(k) = key {
-                        self.in_flight.remove(&k);
-                    }
-                    return false;
-                }
-            }
+            };
+            permit.send(Accepted { record, prior });
+            self.tally.emitted += 1;
         }
         true
     }

@@ -78,7 +78,7 @@ fn splice_field(object: &str, field: &str, out: &mut Vec<u8>) {
 /// Copies JSON text, dropping whitespace outside strings when the text spans lines.
 pub fn write_compact(json: &str, out: &mut Vec<u8>) {
     let bytes = json.as_bytes();
-    if !bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', bytes).is_none() {
         out.extend_from_slice(bytes);
         return;
     }

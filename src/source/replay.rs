@@ -146,7 +146,7 @@ fn read_line_capped<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> std::io::
         if available.is_empty() {
             return Ok(total);
         }
-        let (used, done) = match memchr_newline(available) {
+        let (used, done) = match memchr::memchr(b'\n', available) {
             Some(i) => (i + 1, true),
             None => (available.len(), false),
         };
@@ -158,10 +158,6 @@ fn read_line_capped<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> std::io::
             return Ok(total);
         }
     }
-}
-
-fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
 }
 
 /// Turns one chunk into records, reporting what cannot be used with its line number.

@@ -87,23 +87,36 @@ impl Splitter {
     }
 
     fn scan(&mut self, line: &[u8]) {
-        for &b in line {
+        let mut i = 0;
+        while i < line.len() {
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
+                    i += 1;
+                    continue;
+                }
+                // Most of an event's bytes are inside strings: jump to the next quote or escape.
+                match memchr::memchr2(b'"', b'\\', &line[i..]) {
+                    Some(at) => {
+                        i += at;
+                        if line[i] == b'\\' {
+                            self.escaped = true;
+                        } else {
+                            self.in_string = false;
+                        }
+                        i += 1;
+                    }
+                    None => return,
                 }
                 continue;
             }
-            match b {
+            match line[i] {
                 b'"' => self.in_string = true,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => self.depth -= 1,
                 _ => {}
             }
+            i += 1;
         }
     }
 
