@@ -1,1 +1,100 @@
-fn main() {}
+//! Dedup cost per key: `contains` and `contains + commit` over a ring of 3 generations of 1M
+//! capacity at the default 1e-6, the production shape. Goal: ≤ 100 ns per key.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kube_event_pipe::dedup::{ManualClock, Ring, RingConfig};
+use kube_event_pipe::event::OccurrenceKey;
+
+const CAPACITY: u64 = 1_000_000;
+
+fn key(i: u64) -> OccurrenceKey {
+    OccurrenceKey::new("production", "checkout-7f9c-abcde.17a2b3c4d5e6f708", i)
+}
+
+/// A ring with three generations, each filled to half its capacity, as in steady state.
+fn full_ring(dir: &std::path::Path) -> (Ring, std::sync::Arc<ManualClock>) {
+    let clock = std::sync::Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let mut ring = Ring::open_with_clock(
+        RingConfig {
+            dir: dir.to_path_buf(),
+            generations: 3,
+            capacity: CAPACITY,
+            error_rate: 1e-6,
+            rotation_interval: Duration::from_secs(3600),
+        },
+        clock.clone(),
+    )
+    .expect("open ring");
+    for g in 0..3u64 {
+        let keys: Vec<_> = (0..CAPACITY / 2).map(|i| key(g * CAPACITY + i)).collect();
+        ring.commit(&keys).expect("commit");
+        if g < 2 {
+            clock.advance(Duration::from_secs(3600));
+            ring.rotate_if_due().expect("rotate");
+        }
+    }
+    (ring, clock)
+}
+
+fn dedup(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut ring, _clock) = full_ring(dir.path());
+    let mut group = c.benchmark_group("dedup");
+    group.throughput(Throughput::Elements(1));
+
+    // Keys are derived beforehand: the source computes each key once, and its cost is
+    // measured on its own ("key").
+    let fresh: Vec<_> = (0..1_000_000).map(|i| key(10 * CAPACITY + i)).collect();
+    let seen: Vec<_> = (0..CAPACITY / 2).map(key).collect();
+    let mut i = 0;
+    group.bench_function("contains/new key", |b| {
+        b.iter(|| {
+            i = (i + 1) % fresh.len();
+            black_box(ring.contains(black_box(fresh[i])))
+        })
+    });
+    let mut j = 0;
+    group.bench_function("contains/seen key (oldest generation)", |b| {
+        b.iter(|| {
+            j = (j + 1) % seen.len();
+            black_box(ring.contains(black_box(seen[j])))
+        })
+    });
+    let mut n = 0u64;
+    group.bench_function("key", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(key(black_box(n)))
+        })
+    });
+    // The pipeline commits a batch's keys in one call; measure per key over batches of 500.
+    let mut m = 20 * CAPACITY;
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("contains+commit/batch of 500 new keys", |b| {
+        b.iter_batched(
+            || {
+                let keys: Vec<_> = (0..500).map(|k| key(m + k)).collect();
+                m += 500;
+                keys
+            },
+            |keys| {
+                for &k in &keys {
+                    black_box(ring.contains(k));
+                }
+                ring.commit(&keys).expect("commit");
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = dedup
+}
+criterion_main!(benches);

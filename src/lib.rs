@@ -14,4 +14,5 @@ pub mod pipeline;
 pub mod signals;
 pub mod sink;
 pub mod source;
+pub mod synth;
 pub mod telemetry;

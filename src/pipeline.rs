@@ -205,6 +205,16 @@ pub async fn run(
     shutdown: CancellationToken,
     reopen: Arc<AtomicBool>,
 ) -> Result<Report, PipelineError> {
+    // The source first: a wrong input path must not leave a new filter file behind.
+    let (source_tx, mut source_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
+    let replay_stats = Arc::new(ReplayStats::default());
+    match &config.source {
+        SourceConfig::Replay(input) => {
+            source::replay::spawn(input, source_tx, replay_stats.clone())?
+        }
+        SourceConfig::Kube { .. } => return Err(SourceError::KubeUnavailable.into()),
+    }
+
     let ring = Ring::open(RingConfig {
         dir: config.persistence_path.clone(),
         generations: config.generations,
@@ -217,15 +227,6 @@ pub async fn run(
         .iter()
         .map(|s| LineSink::open(s, &reopen))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let (source_tx, mut source_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
-    let replay_stats = Arc::new(ReplayStats::default());
-    match &config.source {
-        SourceConfig::Replay(input) => {
-            source::replay::spawn(input, source_tx, replay_stats.clone())?
-        }
-        SourceConfig::Kube { .. } => return Err(SourceError::KubeUnavailable.into()),
-    }
 
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(config.batch_size);
     let (batch_tx, batch_rx) = mpsc::channel(1);
