@@ -13,9 +13,10 @@
 //! - batcher → sinks: one encoded batch. Full: the batcher waits.
 //! - sinks → dedup (acks): unbounded, but never longer than the batches in flight.
 //!
-//! Hence at most `4 × batch_size` accepted events are in flight (queued for the batcher, in the
-//! open batch, queued for the sinks, being written); that is the bound on duplicates after a
-//! crash.
+//! Hence at most `4 × batch_size` accepted events await their ack (queued for the batcher, in the
+//! open batch, queued for the sinks, being written), and acks are applied between source
+//! hand-offs, so accepted-but-uncommitted events stay within `4 × batch_size` + one hand-off
+//! (256); that is the bound on duplicates after a crash.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
