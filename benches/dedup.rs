@@ -70,10 +70,20 @@ fn dedup(c: &mut Criterion) {
             black_box(key(black_box(n)))
         })
     });
-    // The pipeline commits a batch's keys in one call; measure per key over batches of 500.
-    let mut m = 20 * CAPACITY;
+    // The pipeline checks a source hand-off and commits a batch's keys in one call each;
+    // measured per key over batches of 500.
+    let mut verdicts = Vec::new();
     group.throughput(Throughput::Elements(500));
-    group.bench_function("contains+commit/batch of 500 new keys", |b| {
+    let mut c = 0;
+    group.bench_function("contains_many/batch of 500 new keys", |b| {
+        b.iter(|| {
+            c = (c + 500) % (fresh.len() - 500);
+            ring.contains_many(black_box(&fresh[c..c + 500]), &mut verdicts);
+            black_box(&verdicts);
+        })
+    });
+    let mut m = 20 * CAPACITY;
+    group.bench_function("contains_many+commit/batch of 500 new keys", |b| {
         b.iter_batched(
             || {
                 let keys: Vec<_> = (0..500).map(|k| key(m + k)).collect();
@@ -81,9 +91,8 @@ fn dedup(c: &mut Criterion) {
                 keys
             },
             |keys| {
-                for &k in &keys {
-                    black_box(ring.contains(k));
-                }
+                ring.contains_many(&keys, &mut verdicts);
+                black_box(&verdicts);
                 ring.commit(&keys).expect("commit");
             },
             BatchSize::SmallInput,

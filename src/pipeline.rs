@@ -116,6 +116,9 @@ enum Phase {
 struct DedupStage {
     ring: Ring,
     in_flight: KeySet,
+    /// Scratch for `Ring::contains_many`, kept to avoid an allocation per hand-off.
+    keys: Vec<OccurrenceKey>,
+    in_ring: Vec<bool>,
     priors: Option<LruCache<(String, String), Box<RawValue>>>,
     emit_deleted: bool,
     tally: Tally,
@@ -129,7 +132,26 @@ impl DedupStage {
         out: &mpsc::Sender<Accepted>,
         shutdown: &CancellationToken,
     ) -> bool {
-        for record in batch {
+        // The ring answers for the whole hand-off at once, which lets it overlap the cache
+        // misses of consecutive keys. Commits only happen between hand-offs, so the answers
+        // stay true while the loop runs.
+        self.keys.clear();
+        self.keys.extend(batch.iter().map(|r| r.key));
+        let mut in_ring = std::mem::take(&mut self.in_ring);
+        self.ring.contains_many(&self.keys, &mut in_ring);
+        let keep_going = self.accept_checked(batch, &in_ring, out, shutdown).await;
+        self.in_ring = in_ring;
+        keep_going
+    }
+
+    async fn accept_checked(
+        &mut self,
+        batch: SourceBatch,
+        in_ring: &[bool],
+        out: &mpsc::Sender<Accepted>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        for (record, &in_ring) in batch.into_iter().zip(in_ring) {
             self.tally.received += 1;
             let prior = self.remember(&record);
             if !record.is_occurrence() {
@@ -137,7 +159,7 @@ impl DedupStage {
                     self.tally.deleted_skipped += 1;
                     continue;
                 }
-            } else if self.in_flight.contains(&record.key) || self.ring.contains(record.key) {
+            } else if in_ring || self.in_flight.contains(&record.key) {
                 self.tally.duplicates += 1;
                 continue;
             } else {
@@ -245,6 +267,8 @@ pub async fn run(
     let mut stage = DedupStage {
         ring,
         in_flight: KeySet::default(),
+        keys: Vec::new(),
+        in_ring: Vec::new(),
         priors: (config.format == OutputFormat::Eventrouter)
             .then(|| LruCache::new(NonZeroUsize::new(PRIOR_VERSIONS).unwrap_or(NonZeroUsize::MIN))),
         emit_deleted: config.emit_deleted,

@@ -20,6 +20,12 @@ use crate::event::OccurrenceKey;
 pub const LOCK_FILE: &str = "kube-event-pipe.lock";
 const PREFIX: &str = "kep-";
 const SUFFIX: &str = ".filter";
+/// How many keys ahead of the one being worked on a batch prefetches: far enough for the
+/// loads to arrive in time, near enough that they are still cached when used.
+const LOOKAHEAD: usize = 4;
+/// Probes prefetched per generation for a check: a new key usually fails on the first or
+/// second, and a key that is present will need the rest anyway.
+const CHECK_PREFETCH: u32 = 2;
 
 /// What the ring reports about one generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +184,21 @@ impl Ring {
         self.generations.iter().rev().any(|g| g.contains(key))
     }
 
+    /// `contains` for each key of a batch, into `out` (cleared first). Faster per key than
+    /// single calls: the next keys' probes are prefetched while the current one is checked.
+    pub fn contains_many(&self, keys: &[OccurrenceKey], out: &mut Vec<bool>) {
+        out.clear();
+        out.reserve(keys.len());
+        for (i, &key) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(i + LOOKAHEAD) {
+                for g in &self.generations {
+                    g.prefetch(ahead, CHECK_PREFETCH);
+                }
+            }
+            out.push(self.contains(key));
+        }
+    }
+
     /// Remembers delivered keys. Rotates first whenever the newest generation is full.
     pub fn commit(&mut self, keys: &[OccurrenceKey]) -> Result<(), DedupError> {
         let mut i = 0;
@@ -186,6 +207,8 @@ impl Ring {
                 self.rotate()?;
             }
             let newest = self.newest_mut();
+            // No prefetch here: measured, it gained nothing, as the CPU already overlaps the
+            // independent stores of the probes (docs/performance.md).
             while i < keys.len() && !newest.is_full() {
                 newest.insert(keys[i]);
                 i += 1;
@@ -317,5 +340,47 @@ impl Ring {
             action: "sync the directory",
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use crate::dedup::ManualClock;
+
+    #[test]
+    fn contains_many_answers_as_contains_does_across_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let mut ring = Ring::open_with_clock(
+            RingConfig {
+                dir: dir.path().to_path_buf(),
+                generations: 3,
+                capacity: 10_000,
+                error_rate: 1e-6,
+                rotation_interval: Duration::from_secs(60),
+            },
+            clock.clone(),
+        )
+        .unwrap();
+        let key = |i: u64| OccurrenceKey::new("ns", "event.1", i);
+        for g in 0..3 {
+            let keys: Vec<_> = (g * 100..g * 100 + 50).map(key).collect();
+            ring.commit(&keys).unwrap();
+            if g < 2 {
+                clock.advance(Duration::from_secs(61));
+                ring.rotate_if_due().unwrap();
+            }
+        }
+        assert_eq!(ring.generations().len(), 3);
+        let probe: Vec<_> = (0..300).map(key).collect();
+        let mut many = Vec::new();
+        ring.contains_many(&probe, &mut many);
+        let single: Vec<_> = probe.iter().map(|&k| ring.contains(k)).collect();
+        assert_eq!(many, single);
+        let present = (0..300).filter(|i| i % 100 < 50).count();
+        assert_eq!(many.iter().filter(|&&b| b).count(), present);
+        ring.contains_many(&probe[..3], &mut many);
+        assert_eq!(many.len(), 3, "the output is cleared first");
     }
 }

@@ -92,6 +92,11 @@ impl FilterFile {
         filter::contains(&self.map[HEADER_LEN..], &self.header, key)
     }
 
+    #[inline]
+    pub fn prefetch(&self, key: OccurrenceKey, probes: u32) {
+        filter::prefetch(&self.map[HEADER_LEN..], &self.header, key, probes);
+    }
+
     /// Sets the key's bits; the header's count is updated by `store_inserted`.
     #[inline]
     pub fn insert(&mut self, key: OccurrenceKey) {
