@@ -101,9 +101,60 @@ fn dedup(c: &mut Criterion) {
     group.finish();
 }
 
+/// Rotation stalls the dedup stage: the new file is created, sized and synced with its
+/// directory, and the oldest deleted. The retired generation's msync runs on the flush thread;
+/// its cost is measured on its own. Both with every page of the newest generation dirty.
+fn rotation(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut ring, clock) = full_ring(dir.path());
+    let mut group = c.benchmark_group("rotation");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    let mut n = 50 * CAPACITY;
+    let mut dirty = |ring: &mut Ring| {
+        // 100k keys × 20 probes touch every page of a 3.6 MB generation.
+        let keys: Vec<_> = (0..100_000).map(|k| key(n + k)).collect();
+        n += 100_000;
+        ring.commit(&keys).expect("commit");
+    };
+    group.bench_function("rotate (dedup stage)", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                dirty(&mut ring);
+                clock.advance(Duration::from_secs(3600));
+                let started = std::time::Instant::now();
+                assert!(ring.rotate_if_due().expect("rotate"));
+                spent += started.elapsed();
+                for flush in ring.take_flushes() {
+                    flush.run().expect("flush");
+                }
+            }
+            spent
+        })
+    });
+    group.bench_function("msync of a dirty 1M/1e-6 generation (flush thread)", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                dirty(&mut ring);
+                let flushes = ring.take_flushes();
+                let started = std::time::Instant::now();
+                for flush in &flushes {
+                    flush.run().expect("flush");
+                }
+                spent += started.elapsed();
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = dedup
+    targets = dedup, rotation
 }
 criterion_main!(benches);

@@ -119,6 +119,7 @@ struct DedupStage {
     /// Scratch for `Ring::contains_many`, kept to avoid an allocation per hand-off.
     keys: Vec<OccurrenceKey>,
     in_ring: Vec<bool>,
+    flushing: Option<tokio::task::JoinHandle<()>>,
     priors: Option<LruCache<(String, String), Box<RawValue>>>,
     emit_deleted: bool,
     tally: Tally,
@@ -211,13 +212,35 @@ impl DedupStage {
         }
     }
 
+    /// The sync timer: rotate if due, then msync the dirty generations on a blocking thread,
+    /// so the checks never wait for the disk. One flush at a time; a tick that finds the last
+    /// one still running leaves the generations dirty for the next.
     fn sync(&mut self) {
         if let Err(e) = self.ring.rotate_if_due() {
             error!(error = %e, "filter rotation failed; keeping the current generation");
         }
-        if let Err(e) = self.ring.flush() {
-            error!(error = %e, "filter flush failed; delivered events may be delivered again after a power loss");
+        if self.flushing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
         }
+        let flushes = self.ring.take_flushes();
+        if flushes.is_empty() {
+            return;
+        }
+        self.flushing = Some(tokio::task::spawn_blocking(move || {
+            for flush in flushes {
+                if let Err(e) = flush.run() {
+                    error!(file = %flush.path().display(), error = %e, "filter flush failed; delivered events may be delivered again after a power loss");
+                }
+            }
+        }));
+    }
+
+    /// The last flush, on the way out: waits for a running one, then syncs what is left.
+    async fn flush_all(&mut self) -> Result<(), DedupError> {
+        if let Some(running) = self.flushing.take() {
+            let _ = running.await;
+        }
+        self.ring.flush()
     }
 }
 
@@ -269,6 +292,7 @@ pub async fn run(
         in_flight: KeySet::default(),
         keys: Vec::new(),
         in_ring: Vec::new(),
+        flushing: None,
         priors: (config.format == OutputFormat::Eventrouter)
             .then(|| LruCache::new(NonZeroUsize::new(PRIOR_VERSIONS).unwrap_or(NonZeroUsize::MIN))),
         emit_deleted: config.emit_deleted,
@@ -342,7 +366,7 @@ pub async fn run(
             end = EndReason::StdoutClosed;
         }
     }
-    stage.ring.flush()?;
+    stage.flush_all().await?;
     let malformed = replay_stats.malformed.load(Ordering::Relaxed);
     let t = &stage.tally;
     info!(

@@ -3,8 +3,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::filter;
 use super::header::{HEADER_LEN, Header, HeaderError};
@@ -19,12 +20,31 @@ pub enum OpenFileError {
     Io(#[from] std::io::Error),
 }
 
+/// A mapped generation. The map is a raw mapping shared with [`Flush`] handles, so the
+/// periodic msync can run on another thread while this one keeps setting bits: msync reads no
+/// memory through Rust, and only this struct ever forms slices over the map.
 pub struct FilterFile {
     path: PathBuf,
     header: Header,
-    map: MmapMut,
-    /// Bits were set since the last flush.
+    map: Arc<MmapRaw>,
+    /// Bits were set since the last flush was handed out or done.
     dirty: bool,
+}
+
+/// A synchronous flush (msync MS_SYNC) of one generation, to run off the dedup stage's thread.
+pub struct Flush {
+    path: PathBuf,
+    map: Arc<MmapRaw>,
+}
+
+impl Flush {
+    pub fn run(&self) -> std::io::Result<()> {
+        self.map.flush()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl FilterFile {
@@ -36,17 +56,19 @@ impl FilterFile {
         let mut head = [0u8; HEADER_LEN];
         let got = read_prefix(&file, &mut head)?;
         let header = Header::sanity_check(&head[..got], len)?;
-        // SAFETY: the length matches the header (checked above) and this process holds the
-        // directory lock, so no other kube-event-pipe truncates the file while it is mapped.
-        let map = unsafe { MmapOptions::new().map_mut(&file)? };
-        // Check again through the map: the file could have changed between read and map.
-        Header::sanity_check(&map, map.len() as u64)?;
-        Ok(FilterFile {
+        // The length matches the header (checked above) and this process holds the directory
+        // lock, so no other kube-event-pipe truncates the file while it is mapped.
+        let map = MmapOptions::new().map_raw(&file)?;
+        let generation = FilterFile {
             path: path.to_path_buf(),
             header,
-            map,
+            map: Arc::new(map),
             dirty: false,
-        })
+        };
+        // Check again through the map: the file could have changed between read and map.
+        let bytes = generation.bytes();
+        Header::sanity_check(bytes, bytes.len() as u64)?;
+        Ok(generation)
     }
 
     /// Creates a new generation at `path`: written and sized under a temporary name, synced,
@@ -61,22 +83,20 @@ impl FilterFile {
             .truncate(true)
             .open(&tmp)?;
         file.set_len(header.file_len())?;
-        // SAFETY: the file was just sized to the header's length and is not yet visible under
-        // its final name.
-        let mut map = unsafe { MmapOptions::new().map_mut(&file)? };
-        header.write(&mut map);
-        map.flush()?;
+        let mut generation = FilterFile {
+            path: path.to_path_buf(),
+            header,
+            map: Arc::new(MmapOptions::new().map_raw(&file)?),
+            dirty: false,
+        };
+        header.write(generation.bytes_mut());
+        generation.map.flush()?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        Ok(FilterFile {
-            path: path.to_path_buf(),
-            header,
-            map,
-            dirty: false,
-        })
+        Ok(generation)
     }
 
     pub fn path(&self) -> &Path {
@@ -88,19 +108,35 @@ impl FilterFile {
     }
 
     #[inline]
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as `self.map`; its length was checked against the
+        // file's (and the directory lock keeps other instances from truncating the file). Only
+        // this struct forms references into it, and `&self` excludes `bytes_mut` meanwhile;
+        // `Flush` handles only pass the address to msync.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+    }
+
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.map.len()) }
+    }
+
+    #[inline]
     pub fn contains(&self, key: OccurrenceKey) -> bool {
-        filter::contains(&self.map[HEADER_LEN..], &self.header, key)
+        filter::contains(&self.bytes()[HEADER_LEN..], &self.header, key)
     }
 
     #[inline]
     pub fn prefetch(&self, key: OccurrenceKey, probes: u32) {
-        filter::prefetch(&self.map[HEADER_LEN..], &self.header, key, probes);
+        filter::prefetch(&self.bytes()[HEADER_LEN..], &self.header, key, probes);
     }
 
     /// Sets the key's bits; the header's count is updated by `store_inserted`.
     #[inline]
     pub fn insert(&mut self, key: OccurrenceKey) {
-        if filter::insert(&mut self.map[HEADER_LEN..], &self.header, key) {
+        let header = self.header;
+        if filter::insert(&mut self.bytes_mut()[HEADER_LEN..], &header, key) {
             self.header.inserted += 1;
         }
         self.dirty = true;
@@ -108,7 +144,8 @@ impl FilterFile {
 
     /// Writes the inserted count and checksum into the mapped header, once per commit.
     pub fn store_inserted(&mut self) {
-        self.header.write_inserted(&mut self.map);
+        let header = self.header;
+        header.write_inserted(self.bytes_mut());
     }
 
     pub fn is_full(&self) -> bool {
@@ -116,16 +153,26 @@ impl FilterFile {
     }
 
     pub fn fill_ratio(&self) -> f64 {
-        filter::fill_ratio(&self.map[HEADER_LEN..])
+        filter::fill_ratio(&self.bytes()[HEADER_LEN..])
     }
 
-    /// Synchronous flush (msync MS_SYNC). MS_ASYNC would do nothing on Linux.
+    /// Synchronous flush (msync MS_SYNC) on this thread. MS_ASYNC would do nothing on Linux.
     pub fn flush(&mut self) -> std::io::Result<()> {
         if self.dirty {
             self.map.flush()?;
             self.dirty = false;
         }
         Ok(())
+    }
+
+    /// A flush to run elsewhere if bits were set since the last one. The generation counts as
+    /// clean from here on: a flush that then fails is logged by whoever runs it, and the next
+    /// bits set make it dirty again.
+    pub fn take_flush(&mut self) -> Option<Flush> {
+        std::mem::take(&mut self.dirty).then(|| Flush {
+            path: self.path.clone(),
+            map: Arc::clone(&self.map),
+        })
     }
 }
 
