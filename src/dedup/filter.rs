@@ -240,4 +240,46 @@ mod tests {
         assert_eq!(fill_ratio(&[0xffu8; 64]), 1.0);
         assert_eq!(estimated_fp_rate(0.5, 2), 0.25);
     }
+
+    /// Fills a filter to capacity with one key family and probes another it never saw.
+    fn measured_fp(capacity: u64, rate: f64, probes: u64) -> (u64, f64, u32) {
+        let h = header(capacity, rate);
+        let mut bits = vec![0u8; (h.bit_count / 8) as usize];
+        for i in 0..capacity {
+            insert(&mut bits, &h, OccurrenceKey::new("inserted", "event", i));
+        }
+        let hits = (0..probes)
+            .filter(|&i| contains(&bits, &h, OccurrenceKey::new("fresh", "event", i)))
+            .count() as u64;
+        (hits, fill_ratio(&bits), h.hash_count)
+    }
+
+    #[test]
+    fn measured_false_positives_at_1e_2_stay_within_a_fifth_of_the_target() {
+        let (hits, fill, k) = measured_fp(1_000_000, 1e-2, 1_000_000);
+        let rate = hits as f64 / 1e6;
+        eprintln!(
+            "1e-2 at capacity 1M: {hits} false positives in 1M fresh keys = {rate:.5}, fill {fill:.4}, fill^k {:.5}",
+            estimated_fp_rate(fill, k)
+        );
+        assert!(rate <= 1.2e-2, "{rate}");
+        assert!(
+            rate >= 0.5e-2,
+            "{rate}: implausibly low, probes are not independent"
+        );
+    }
+
+    #[test]
+    fn false_positives_at_1e_6_stay_within_a_fifth_of_the_target() {
+        // 1M probes expect one false positive at 1e-6, too few to measure the rate; the bound
+        // comes from the measured fill (fill^k is the rate for independent probes), and the
+        // probes check that nothing is grossly off.
+        let (hits, fill, k) = measured_fp(1_000_000, 1e-6, 1_000_000);
+        let estimate = estimated_fp_rate(fill, k);
+        eprintln!(
+            "1e-6 at capacity 1M: fill {fill:.4}, k {k}, fill^k {estimate:.3e}; {hits} false positives in 1M fresh keys"
+        );
+        assert!(estimate <= 1.2e-6, "{estimate}");
+        assert!(hits <= 5, "{hits} false positives in 1M, expected about 1");
+    }
 }
