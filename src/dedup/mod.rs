@@ -106,4 +106,6 @@ pub enum DedupError {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
