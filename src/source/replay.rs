@@ -68,7 +68,11 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || {
-            let result = read_all(BufReader::with_capacity(256 << 10, reader), &tx, &stats);
+            let hand_off = |batch: SourceBatch| {
+                tx.blocking_send(batch)
+                    .map_err(|_| ReadEnd::ReceiverGone)
+            };
+            let result = read_all(BufReader::with_capacity(256 << 10, reader), hand_off, &stats);
             let (values, events, malformed) = (
                 stats.values.load(Ordering::Relaxed),
                 stats.events.load(Ordering::Relaxed),
@@ -90,6 +94,20 @@ pub fn spawn(
     Ok(())
 }
 
+/// Decodes a whole input held in memory, through the same reader the thread runs: the
+/// records, and how many values were malformed. The fuzz target's entry point.
+pub fn decode_all(input: &[u8]) -> (SourceBatch, u64) {
+    let stats = ReplayStats::default();
+    let mut records = Vec::new();
+    let collect = |batch: SourceBatch| {
+        records.extend(batch);
+        Ok(())
+    };
+    // Reading from a slice cannot fail, and the collector never refuses.
+    let _ = read_all(BufReader::new(input), collect, &stats);
+    (records, stats.malformed.load(Ordering::Relaxed))
+}
+
 enum ReadEnd {
     ReceiverGone,
     Io(std::io::Error),
@@ -97,7 +115,7 @@ enum ReadEnd {
 
 fn read_all<R: Read>(
     mut reader: BufReader<R>,
-    tx: &mpsc::Sender<SourceBatch>,
+    mut hand_off: impl FnMut(SourceBatch) -> Result<(), ReadEnd>,
     stats: &ReplayStats,
 ) -> Result<(), ReadEnd> {
     let mut splitter = Splitter::new();
@@ -116,21 +134,24 @@ fn read_all<R: Read>(
         }
         // An empty buffer means the next read may block: hand over what is ready first.
         if batch.len() >= HANDOFF_BATCH || (!batch.is_empty() && reader.buffer().is_empty()) {
-            send(tx, &mut batch)?;
+            send(&mut hand_off, &mut batch)?;
         }
     }
     if let Some(chunk) = splitter.finish() {
         decode_chunk(&chunk, stats, &mut batch);
     }
     if !batch.is_empty() {
-        send(tx, &mut batch)?;
+        send(&mut hand_off, &mut batch)?;
     }
     Ok(())
 }
 
-fn send(tx: &mpsc::Sender<SourceBatch>, batch: &mut SourceBatch) -> Result<(), ReadEnd> {
+fn send(
+    hand_off: &mut impl FnMut(SourceBatch) -> Result<(), ReadEnd>,
+    batch: &mut SourceBatch,
+) -> Result<(), ReadEnd> {
     let full = std::mem::replace(batch, Vec::with_capacity(HANDOFF_BATCH));
-    tx.blocking_send(full).map_err(|_| ReadEnd::ReceiverGone)
+    hand_off(full)
 }
 
 /// Reads one line, keeping at most `MAX_VALUE_BYTES + 1` bytes of it: the splitter then reports

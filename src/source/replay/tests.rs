@@ -5,16 +5,14 @@ use std::io::BufReader;
 use super::*;
 
 fn replay(text: &str) -> (Vec<EventRecord>, ReplayStats) {
-    let (tx, mut rx) = mpsc::channel(1024);
     let stats = ReplayStats::default();
-    let bytes = text.as_bytes().to_vec();
-    let result = read_all(BufReader::new(&bytes[..]), &tx, &stats);
-    assert!(result.is_ok());
-    drop(tx);
     let mut out = Vec::new();
-    while let Ok(batch) = rx.try_recv() {
+    let collect = |batch: SourceBatch| {
         out.extend(batch);
-    }
+        Ok(())
+    };
+    let result = read_all(BufReader::new(text.as_bytes()), collect, &stats);
+    assert!(result.is_ok());
     (out, stats)
 }
 
@@ -108,4 +106,19 @@ fn serde_reasons_drop_the_chunk_relative_line() {
         SerdeReason(&err).to_string(),
         "EOF while parsing a value (column 5)"
     );
+}
+
+#[test]
+fn decode_all_reads_a_whole_input_like_the_thread_does() {
+    let list = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minikube-eventlist.json"
+    ))
+    .unwrap();
+    let (records, malformed) = super::decode_all(&list);
+    assert_eq!((records.len(), malformed), (20, 0));
+    let mut bad = list.clone();
+    bad.extend_from_slice(b"\n{\"type\":\"ADDED\"}\n{oops\n");
+    let (records, malformed) = super::decode_all(&bad);
+    assert_eq!((records.len(), malformed), (20, 2));
 }
