@@ -68,11 +68,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || {
-            let hand_off = |batch: SourceBatch| {
-                tx.blocking_send(batch)
-                    .map_err(|_| ReadEnd::ReceiverGone)
-            };
-            let result = read_all(BufReader::with_capacity(256 << 10, reader), hand_off, &stats);
+            let hand_off =
+                |batch: SourceBatch| tx.blocking_send(batch).map_err(|_| ReadEnd::ReceiverGone);
+            let result = read_all(
+                BufReader::with_capacity(256 << 10, reader),
+                hand_off,
+                &stats,
+            );
             let (values, events, malformed) = (
                 stats.values.load(Ordering::Relaxed),
                 stats.events.load(Ordering::Relaxed),
