@@ -45,6 +45,11 @@ struct Model {
 }
 
 impl Model {
+    /// The ring's rule: the newest generation is due when it has aged out or is full.
+    fn due(&self) -> bool {
+        self.newest_age >= INTERVAL || self.generations.back().unwrap().len() as u64 >= CAPACITY
+    }
+
     fn rotate(&mut self) {
         self.generations.push_back(Vec::new());
         while self.generations.len() > GENERATIONS {
@@ -64,7 +69,8 @@ proptest! {
             dir: dir.path().to_path_buf(),
             generations: GENERATIONS,
             capacity: CAPACITY,
-            error_rate: 1e-6,
+            // Keeps the final check's false positives rare (see there).
+            error_rate: 1e-12,
             rotation_interval: INTERVAL,
         };
         let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)));
@@ -79,9 +85,7 @@ proptest! {
                     next += u64::from(n);
                     r.commit(&keys.iter().map(|&k| key(k)).collect::<Vec<_>>()).unwrap();
                     for k in keys {
-                        if model.newest_age >= INTERVAL
-                            || model.generations.back().unwrap().len() as u64 >= CAPACITY
-                        {
+                        if model.due() {
                             model.rotate();
                         }
                         model.generations.back_mut().unwrap().push(k);
@@ -92,7 +96,7 @@ proptest! {
                     clock.advance(by);
                     model.newest_age += by;
                     let rotated = ring.as_mut().unwrap().rotate_if_due().unwrap();
-                    prop_assert_eq!(rotated, model.newest_age >= INTERVAL);
+                    prop_assert_eq!(rotated, model.due());
                     if rotated {
                         model.rotate();
                     }
@@ -101,7 +105,7 @@ proptest! {
                     drop(ring.take());
                     ring = Some(Ring::open_with_clock(config.clone(), clock.clone()).unwrap());
                     // Opening starts a new generation when the newest is due, as the timer would.
-                    if model.newest_age >= INTERVAL {
+                    if model.due() {
                         model.rotate();
                     }
                 }
@@ -112,11 +116,14 @@ proptest! {
                 prop_assert!(r.contains(key(*k)), "key {} lost", k);
             }
         }
-        // Retired generations are forgotten (up to false positives, about 1e-6 each).
+        // Retired generations are forgotten, up to false positives. At this size those are not
+        // fill^k (1e-12) but double hashing's floor: a key whose start and step equal a stored
+        // key's, about n/bits² = 1.5e-6 per query of a full generation here (1.2e-9 at the
+        // default 1M keys). A few cases in a thousand meet one; two in one case would be a bug.
         let remembered: std::collections::HashSet<u64> = model.generations.iter().flatten().copied().collect();
         let r = ring.as_ref().unwrap();
         let forgotten = (0..next).filter(|k| !remembered.contains(k)).filter(|&k| r.contains(key(k))).count();
-        prop_assert_eq!(forgotten, 0);
+        prop_assert!(forgotten <= 1, "{} retired keys still reported", forgotten);
     }
 
     #[test]
