@@ -1,6 +1,6 @@
 //! The filter file's fixed header: byte arrays read through little-endian accessors.
 //!
-//! Layout (format version 1, 128 bytes; the bit array starts right after it, 64-byte aligned):
+//! Layout (format version 2, 128 bytes; the bit array starts right after it, 64-byte aligned):
 //!
 //! | offset | size | field                                            |
 //! |-------:|-----:|--------------------------------------------------|
