@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use kube_event_pipe::config::{self, Cli, Command, LogFormat};
-use kube_event_pipe::{dedup, pipeline, signals, telemetry};
+use kube_event_pipe::{dedup, pipeline, signals, source, telemetry};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -72,7 +72,8 @@ fn run(config: config::Config) -> anyhow::Result<()> {
         let reopen = Arc::new(AtomicBool::new(false));
         signals::install(shutdown.clone(), reopen.clone())
             .context("cannot install signal handlers")?;
-        pipeline::run(&config, shutdown, reopen).await?;
+        let health = Arc::new(source::SourceHealth::default());
+        pipeline::run(&config, shutdown, reopen, health).await?;
         Ok(())
     })
 }

@@ -38,7 +38,7 @@ use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
 use crate::event::{EventRecord, OccurrenceKey};
 use crate::sink::{self, BatchAck, LineSink, SinkEnd, SinkError};
-use crate::source::{self, SourceBatch, SourceError, replay::ReplayStats};
+use crate::source::{self, SourceBatch, SourceError, SourceHealth, SourceMsg, replay::ReplayStats};
 
 /// Hand-offs queued between the source and the dedup stage.
 const SOURCE_QUEUE: usize = 16;
@@ -123,6 +123,11 @@ struct DedupStage {
     priors: Option<LruCache<(String, String), Box<RawValue>>>,
     emit_deleted: bool,
     tally: Tally,
+    /// Events of acknowledged batches, in order: everything emitted before a point is
+    /// delivered once this reaches the emitted count at that point.
+    acked_events: u64,
+    /// The emitted count when the source's first complete list had been received.
+    ready_at: Option<u64>,
 }
 
 impl DedupStage {
@@ -200,7 +205,22 @@ impl DedupStage {
         )
     }
 
+    /// Marks the pipe ready once everything of the first complete list is delivered.
+    fn check_ready(&mut self, health: &SourceHealth) {
+        if let Some(at) = self.ready_at
+            && self.acked_events >= at
+        {
+            self.ready_at = None;
+            health.set_ready();
+            info!(
+                delivered = self.acked_events,
+                "initial list delivered; ready"
+            );
+        }
+    }
+
     fn commit(&mut self, ack: BatchAck) {
+        self.acked_events += ack.events as u64;
         if let Err(e) = self.ring.commit(&ack.keys) {
             // Delivered but not remembered: a later relist may deliver these again. Never a loss.
             error!(error = %e, batch = ack.seq, "cannot commit delivered events to the filters; they may be delivered again after a restart");
@@ -244,21 +264,24 @@ impl DedupStage {
     }
 }
 
-/// Runs the pipe until its input ends, `shutdown` is cancelled, or stdout closes.
-/// `reopen` is raised by SIGHUP and read by the file sinks.
+/// Runs the pipe until its input ends, `shutdown` is cancelled, stdout closes or the source
+/// fails for good. `reopen` is raised by SIGHUP and read by the file sinks; `health` is marked
+/// ready once the source's first complete list is delivered.
 pub async fn run(
     config: &Config,
     shutdown: CancellationToken,
     reopen: Arc<AtomicBool>,
+    health: Arc<SourceHealth>,
 ) -> Result<Report, PipelineError> {
-    // The source first: a wrong input path must not leave a new filter file behind.
-    let (source_tx, mut source_rx) = mpsc::channel::<SourceBatch>(SOURCE_QUEUE);
+    // The source first: a wrong input path or an unreachable cluster must not leave a new
+    // filter file behind.
+    let (source_tx, mut source_rx) = mpsc::channel::<SourceMsg>(SOURCE_QUEUE);
     let replay_stats = Arc::new(ReplayStats::default());
     match &config.source {
         SourceConfig::Replay(input) => {
             source::replay::spawn(input, source_tx, replay_stats.clone())?
         }
-        SourceConfig::Kube { .. } => return Err(SourceError::KubeUnavailable.into()),
+        SourceConfig::Kube(kube) => source::kube::start(kube, source_tx, health.clone()).await?,
     }
 
     let ring = Ring::open(RingConfig {
@@ -297,6 +320,8 @@ pub async fn run(
             .then(|| LruCache::new(NonZeroUsize::new(PRIOR_VERSIONS).unwrap_or(NonZeroUsize::MIN))),
         emit_deleted: config.emit_deleted,
         tally: Tally::default(),
+        acked_events: 0,
+        ready_at: None,
     };
     let mut sync_timer = tokio::time::interval(config.sync_interval);
     sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -305,6 +330,7 @@ pub async fn run(
     let mut phase = Phase::Running;
     let mut accepted_tx = Some(accepted_tx);
     let mut end = EndReason::InputEnded;
+    let mut source_failure: Option<SourceError> = None;
     info!(
         generations = stage.ring.generations().len(),
         "pipeline running"
@@ -317,7 +343,10 @@ pub async fn run(
         tokio::select! {
             biased;
             ack = ack_rx.recv() => match ack {
-                Some(ack) => stage.commit(ack),
+                Some(ack) => {
+                    stage.commit(ack);
+                    stage.check_ready(&health);
+                }
                 // The sink thread is gone: it drained everything, or stdout closed.
                 None => break,
             },
@@ -329,9 +358,21 @@ pub async fn run(
                 accepted_tx = None;
                 source_rx.close();
             }
-            batch = source_rx.recv(), if draining_deadline.is_none() => {
-                let keep_going = match (batch, &accepted_tx) {
-                    (Some(batch), Some(tx)) => stage.accept(batch, tx, &shutdown).await,
+            msg = source_rx.recv(), if draining_deadline.is_none() => {
+                let keep_going = match (msg, &accepted_tx) {
+                    (Some(SourceMsg::Records(batch)), Some(tx)) => {
+                        stage.accept(batch, tx, &shutdown).await
+                    }
+                    (Some(SourceMsg::InitialListSent), Some(_)) => {
+                        stage.ready_at = Some(stage.tally.emitted);
+                        stage.check_ready(&health);
+                        true
+                    }
+                    (Some(SourceMsg::Failed(e)), _) => {
+                        error!(error = %e, "the source cannot go on; delivering what is in flight, then stopping");
+                        source_failure = Some(e);
+                        false
+                    }
                     _ => false,
                 };
                 if !keep_going {
@@ -379,6 +420,9 @@ pub async fn run(
         end = ?end,
         "pipeline stopped"
     );
+    if let Some(e) = source_failure {
+        return Err(e.into());
+    }
     Ok(Report {
         end,
         tally: stage.tally,

@@ -171,19 +171,32 @@ fn bad_config_values_name_their_origin_the_value_and_what_is_accepted() {
 }
 
 #[test]
-fn the_default_kube_source_says_what_to_use_instead_and_touches_nothing() {
+fn the_default_kube_source_without_a_kubeconfig_says_what_to_set_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-kubeconfig");
     let out = std::process::Command::new(BIN)
         .env_clear()
+        .env("KUBECONFIG", &missing)
         .arg("--persistence-path")
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "error: the kube source is not available in this version; use --source replay --replay-file PATH|-\n"
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot load a Kubernetes client configuration: {}: ",
+            missing.display()
+        )),
+        "{stderr}"
     );
+    assert!(
+        stderr.ends_with(
+            "; pass --kubeconfig FILE (and --context NAME), set KUBECONFIG, or run in a pod with a service account\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 

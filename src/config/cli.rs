@@ -112,6 +112,25 @@ pub struct RunArgs {
     /// Kubeconfig for the `kube` source. Default: KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<String>,
+    /// Kubeconfig context to use. Default: the kubeconfig's current context.
+    #[arg(long, env = "KUBE_EVENT_PIPE_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespaces to watch, repeated or comma separated (one watch each). Default: all namespaces.
+    #[arg(long, env = "KUBE_EVENT_PIPE_NAMESPACE", value_name = "NS[,NS…]",
+          action = clap::ArgAction::Append)]
+    pub namespace: Vec<String>,
+    /// Field selector on the events, e.g. `type=Warning` or `involvedObject.kind=Pod`.
+    #[arg(long, env = "KUBE_EVENT_PIPE_FIELD_SELECTOR", value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+    /// Label selector on the events, e.g. `team=payments`.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LABEL_SELECTOR", value_name = "SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Events per page of the initial list (and of every relist). Default: 500.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LIST_PAGE_SIZE", value_name = "N")]
+    pub list_page_size: Option<String>,
+    /// Seconds a watch request asks the API server to keep it open. Default: 290.
+    #[arg(long, env = "KUBE_EVENT_PIPE_WATCH_TIMEOUT_SEC", value_name = "SECS")]
+    pub watch_timeout: Option<String>,
     /// Sinks to deliver to, comma separated: `stdout`, `file` (other sinks come later). Default: from --destination.
     #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST")]
     pub sink: Option<String>,

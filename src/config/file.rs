@@ -30,6 +30,13 @@ const KNOWN_KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_level",
     "log_format",
+    "context",
+    "namespace",
+    "namespaces",
+    "field_selector",
+    "label_selector",
+    "list_page_size",
+    "watch_timeout",
     // the Python kube-event-pipe's names, lower-cased
     "batch_count",
     "batch_duration_sec",

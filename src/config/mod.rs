@@ -64,10 +64,40 @@ pub enum ReplayInput {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     /// Watch the cluster's Events.
-    Kube {
-        kubeconfig: Option<PathBuf>,
-    },
+    Kube(KubeConfig),
     Replay(ReplayInput),
+}
+
+/// How to reach the cluster and which events to watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeConfig {
+    /// Default: KUBECONFIG, ~/.kube/config, then the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Empty: all namespaces, one cluster-wide watch.
+    pub namespaces: Vec<String>,
+    pub field_selector: Option<String>,
+    pub label_selector: Option<String>,
+    /// Default 500, as kubectl and client-go: an unpaginated list of a large cluster's events
+    /// is how watchers reach gigabytes at startup.
+    pub list_page_size: u32,
+    /// Default 290 s: below kube-apiserver's minimum request timeout (1800 s), so the client
+    /// decides when a watch is renewed, and a silently dead connection is noticed.
+    pub watch_timeout: Duration,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        KubeConfig {
+            kubeconfig: None,
+            context: None,
+            namespaces: Vec::new(),
+            field_selector: None,
+            label_selector: None,
+            list_page_size: 500,
+            watch_timeout: Duration::from_secs(290),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +207,15 @@ impl Layers<'_> {
     /// `id` is the clap argument id (the field name in `RunArgs`); `file_keys` are the names a
     /// config file may use for it, ours first, then k8stream's.
     fn get(&self, id: &str, file_keys: &[&str]) -> Option<Raw> {
-        // Ids that are file-only (k8stream's `file_sink_dir`) have no clap argument.
-        if let Some(value) = self.matches.try_get_one::<String>(id).ok().flatten() {
+        // Ids that are file-only (k8stream's `file_sink_dir`) have no clap argument. Repeated
+        // flags (`--namespace a --namespace b`) are joined for the comma parsers.
+        let given = self
+            .matches
+            .try_get_many::<String>(id)
+            .ok()
+            .flatten()
+            .map(|values| values.cloned().collect::<Vec<_>>().join(","));
+        if let Some(value) = given {
             let arg = self.command.get_arguments().find(|a| a.get_id() == id);
             let (name, origin) = match self.matches.value_source(id) {
                 Some(ValueSource::EnvVariable) => (
@@ -193,7 +230,7 @@ impl Layers<'_> {
             };
             return Some(Raw {
                 name: name.unwrap_or_else(|| id.to_string()),
-                value: value.clone(),
+                value,
                 origin,
             });
         }
@@ -243,7 +280,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
                 ));
             }
         },
-        _ => SourceConfig::Kube { kubeconfig },
+        _ => SourceConfig::Kube(kube_config(&get, kubeconfig)?),
     };
 
     let emit_deleted = match get("emit_deleted", &["emit_deleted"]) {
@@ -406,6 +443,42 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         log_filter,
         log_format,
         s3,
+    })
+}
+
+fn kube_config(
+    get: &impl Fn(&str, &[&str]) -> Option<Raw>,
+    kubeconfig: Option<PathBuf>,
+) -> Result<KubeConfig, ConfigError> {
+    let defaults = KubeConfig::default();
+    let text = |raw: Raw| -> Result<String, ConfigError> {
+        let trimmed = raw.value.trim();
+        if trimmed.is_empty() || trimmed.chars().any(char::is_control) {
+            return Err(raw.invalid("must be non-empty, without control characters"));
+        }
+        Ok(trimmed.to_string())
+    };
+    Ok(KubeConfig {
+        kubeconfig,
+        context: get("context", &["context"]).map(text).transpose()?,
+        namespaces: match get("namespace", &["namespace", "namespaces"]) {
+            Some(raw) => raw.parse(parse::namespaces)?,
+            None => Vec::new(),
+        },
+        field_selector: get("field_selector", &["field_selector"])
+            .map(text)
+            .transpose()?,
+        label_selector: get("label_selector", &["label_selector"])
+            .map(text)
+            .transpose()?,
+        list_page_size: match get("list_page_size", &["list_page_size"]) {
+            Some(raw) => raw.parse(|v| parse::whole(v, 1, 100_000))? as u32,
+            None => defaults.list_page_size,
+        },
+        watch_timeout: match get("watch_timeout", &["watch_timeout"]) {
+            Some(raw) => raw.parse(|v| parse::seconds(v, 1.0, 1800.0))?,
+            None => defaults.watch_timeout,
+        },
     })
 }
 

@@ -49,6 +49,28 @@ pub(super) fn seconds(v: &str, min: f64, max: f64) -> Result<Duration, String> {
     }
 }
 
+/// A comma-separated list of namespace names (DNS-1123 labels), each once.
+pub(super) fn namespaces(v: &str) -> Result<Vec<String>, String> {
+    let requirement = "must be a comma-separated list of namespace names (lower-case letters, digits and -, at most 63 characters)";
+    let mut out: Vec<String> = Vec::new();
+    for part in v.split(',').map(str::trim) {
+        let valid = !part.is_empty()
+            && part.len() <= 63
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !part.starts_with('-')
+            && !part.ends_with('-');
+        if !valid {
+            return Err(format!("{part:?} is not a namespace name; {requirement}"));
+        }
+        if !out.iter().any(|n| n == part) {
+            out.push(part.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// A comma-separated list of sink names, each once.
 pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
     let requirement = || "must be a comma-separated list of stdout, file, s3".to_string();

@@ -96,9 +96,10 @@ fn k8stream_keys_map_to_ours() {
     );
     assert_eq!(
         c.source,
-        SourceConfig::Kube {
-            kubeconfig: Some("/etc/kube/config".into())
-        }
+        SourceConfig::Kube(KubeConfig {
+            kubeconfig: Some("/etc/kube/config".into()),
+            ..KubeConfig::default()
+        })
     );
     assert_eq!(c.s3.uid.as_deref(), Some("prod-1"));
     assert_eq!(c.s3.bucket.as_deref(), Some("my-events"));
@@ -140,5 +141,56 @@ fn a_missing_config_file_is_named() {
         err.to_string()
             .starts_with("config file /nonexistent/kep.yaml: cannot read it: "),
         "{err}"
+    );
+}
+
+#[test]
+fn kube_source_options_from_flags_and_file() {
+    let c = build_from(&[
+        "--namespace",
+        "default,kube-system",
+        "--namespace",
+        "payments",
+        "--field-selector",
+        "type=Warning",
+        "--list-page-size",
+        "100",
+        "--context",
+        "prod",
+    ])
+    .unwrap();
+    let SourceConfig::Kube(k) = c.source else {
+        panic!("kube is the default source")
+    };
+    assert_eq!(k.namespaces, ["default", "kube-system", "payments"]);
+    assert_eq!(k.field_selector.as_deref(), Some("type=Warning"));
+    assert_eq!(k.label_selector, None);
+    assert_eq!(k.list_page_size, 100);
+    assert_eq!(k.context.as_deref(), Some("prod"));
+    assert_eq!(k.watch_timeout, Duration::from_secs(290));
+
+    let (_d, path) = write_config(
+        "namespaces: [a, b]\nlabel_selector: team=x\nwatch_timeout: 60\n",
+        "yaml",
+    );
+    let SourceConfig::Kube(k) = build_from(&["--config", &path]).unwrap().source else {
+        panic!("kube is the default source")
+    };
+    assert_eq!(k.namespaces, ["a", "b"]);
+    assert_eq!(k.label_selector.as_deref(), Some("team=x"));
+    assert_eq!(k.watch_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn bad_kube_options_are_named() {
+    let err = build_from(&["--namespace", "Default"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--namespace=Default (flag): \"Default\" is not a namespace name; must be a comma-separated list of namespace names (lower-case letters, digits and -, at most 63 characters)"
+    );
+    let err = build_from(&["--list-page-size", "0"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--list-page-size=0 (flag): must be a whole number from 1 to 100000"
     );
 }

@@ -1,9 +1,12 @@
-//! Where events come from. Every source feeds batches of records into one bounded channel.
+//! Where events come from. Every source feeds one bounded channel of [`SourceMsg`]s.
 
+pub mod kube;
 pub mod replay;
 pub mod split;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -12,7 +15,62 @@ use crate::event::EventRecord;
 /// Records handed from a source to the pipeline in one channel message.
 pub type SourceBatch = Vec<EventRecord>;
 
-/// Failures to start a source. Not retryable: the input or the configuration must change.
+/// What a source tells the pipeline, in order.
+#[derive(Debug)]
+pub enum SourceMsg {
+    Records(SourceBatch),
+    /// Every record of the first complete list has been sent; once they are delivered the
+    /// pipe is ready.
+    InitialListSent,
+    /// The source cannot go on; the pipeline delivers what it has and stops with this error.
+    Failed(SourceError),
+}
+
+/// The source's state as the operations surface reports it (`/readyz`, `/healthz`).
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    /// Set by the pipeline when everything of the first complete list is delivered.
+    ready: AtomicBool,
+    /// A source is retrying after an error (an outage, not a hang).
+    retrying: AtomicBool,
+    /// Unix milliseconds of the last successful read.
+    last_progress_ms: AtomicU64,
+    /// Objects the source could not key, skipped.
+    pub malformed: AtomicU64,
+}
+
+impl SourceHealth {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_retrying(&self) -> bool {
+        self.retrying.load(Ordering::Relaxed)
+    }
+
+    pub fn set_retrying(&self, retrying: bool) {
+        self.retrying.store(retrying, Ordering::Relaxed);
+    }
+
+    pub fn progress(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_progress_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Unix milliseconds of the last successful read, 0 before the first.
+    pub fn last_progress_ms(&self) -> u64 {
+        self.last_progress_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Failures that stop a source. Not retryable: the input, the configuration or the cluster's
+/// permissions must change.
 #[derive(Debug, Error)]
 pub enum SourceError {
     #[error("cannot open replay file {path}: {source}; check the path given to --replay-file")]
@@ -23,7 +81,29 @@ pub enum SourceError {
     #[error("cannot start the replay reader thread: {0}")]
     Thread(std::io::Error),
     #[error(
-        "the kube source is not available in this version; use --source replay --replay-file PATH|-"
+        "cannot load a Kubernetes client configuration: {0}; pass --kubeconfig FILE (and --context NAME), set KUBECONFIG, or run in a pod with a service account"
     )]
-    KubeUnavailable,
+    KubeConfig(String),
+    #[error(
+        "cannot reach the Kubernetes API server at {url}: {reason}; check the kubeconfig's server address (or --context) and the network path to it"
+    )]
+    Unreachable { url: String, reason: String },
+    #[error(
+        "the Kubernetes API server did not accept the credentials (401 Unauthorized: {0}); check the kubeconfig's user, or the pod's service account token"
+    )]
+    Unauthorized(String),
+    #[error("not allowed to {verb} events {scope} (403 Forbidden: {message}); {hint}")]
+    Forbidden {
+        verb: &'static str,
+        scope: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("the Kubernetes API server refused to {verb} events {scope} ({code}: {message})")]
+    Refused {
+        verb: &'static str,
+        scope: String,
+        code: u16,
+        message: String,
+    },
 }

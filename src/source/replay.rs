@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
-use super::{SourceBatch, SourceError};
+use super::{SourceBatch, SourceError, SourceMsg};
 use crate::config::ReplayInput;
 use crate::event::{Change, EventRecord};
 
@@ -47,7 +47,7 @@ struct TopLevel<'a> {
 /// runtime would wait for such a task at shutdown; a detached thread ends with the process.
 pub fn spawn(
     input: &ReplayInput,
-    tx: mpsc::Sender<SourceBatch>,
+    tx: mpsc::Sender<SourceMsg>,
     stats: Arc<ReplayStats>,
 ) -> Result<(), SourceError> {
     let reader: Box<dyn Read + Send> = match input {
@@ -68,8 +68,10 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || {
-            let hand_off =
-                |batch: SourceBatch| tx.blocking_send(batch).map_err(|_| ReadEnd::ReceiverGone);
+            let hand_off = |batch: SourceBatch| {
+                tx.blocking_send(SourceMsg::Records(batch))
+                    .map_err(|_| ReadEnd::ReceiverGone)
+            };
             let result = read_all(
                 BufReader::with_capacity(256 << 10, reader),
                 hand_off,

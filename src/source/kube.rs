@@ -1,0 +1,940 @@
+//! The kube source: every core/v1 Event of the cluster (or of some namespaces), listed in pages,
+//! then watched from the list's resourceVersion, relisted when the history is gone.
+//!
+//! The list/watch loop is written here on `kube::Client` rather than taken from kube-runtime's
+//! watcher, for three reasons the watcher cannot meet: it re-watches at once, without backoff
+//! and without relisting, when a watch ends empty (which is how the API server answers a too-old
+//! resourceVersion for events, since they bypass the watch cache: kubernetes issue 104171); it
+//! decodes every object into a typed struct, where this pipe keeps each event's JSON as
+//! received; and it has no way to tell when the first complete list has been handed over.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures::{AsyncBufRead, AsyncBufReadExt};
+use kube::core::params::{ListParams, WatchParams};
+use kube::core::{Request, Status};
+use kube::{Client, config::KubeConfigOptions};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{SourceError, SourceHealth, SourceMsg};
+use crate::config::KubeConfig;
+use crate::event::{Change, EventRecord};
+
+/// Records per hand-off, as the replay source: a page or a burst of watch lines is split into
+/// hand-offs of this size; a quieter stream is handed off as each network read ends.
+const HANDOFF_BATCH: usize = 256;
+
+/// A watch line longer than this is not an Event (the API server caps objects at 1.5 MiB).
+const MAX_LINE: usize = 16 << 20;
+
+/// Grace beyond the watch's own timeout before a silent connection counts as dead.
+const WATCH_GRACE: Duration = Duration::from_secs(30);
+
+/// A watch that ends this soon with nothing in it (no event, no bookmark) is suspect: the
+/// API server's answer to a resourceVersion it no longer has.
+const EMPTY_WATCH: Duration = Duration::from_secs(5);
+
+/// Empty watches in a row after which the resourceVersion is taken as lost and the source
+/// relists.
+const EMPTY_WATCHES_BEFORE_RELIST: u32 = 2;
+
+/// Where the RBAC for the source lives, for the message of a 403.
+const RBAC_HINT: &str = "grant get, list and watch on events (deploy/kustomize/base/rbac.yaml)";
+
+/// Connects, checks that the identity may list events in every scope, then starts one watcher
+/// per scope. Returns once the watchers run; they stop when `tx`'s receiver is dropped.
+///
+/// Fails fast (before any event is read) when the kubeconfig is unusable, the API server
+/// cannot be reached, or the identity may not list events. A watch refused at startup is
+/// reported later through `tx` as [`SourceMsg::Failed`], after the list already handed over.
+pub async fn start(
+    config: &KubeConfig,
+    tx: mpsc::Sender<SourceMsg>,
+    health: Arc<SourceHealth>,
+) -> Result<(), SourceError> {
+    let client = connect(config).await?;
+    let scopes: Vec<Scope> = if config.namespaces.is_empty() {
+        vec![Scope(None)]
+    } else {
+        config
+            .namespaces
+            .iter()
+            .map(|n| Scope(Some(n.clone())))
+            .collect()
+    };
+    for scope in &scopes {
+        probe(&client, scope, config).await?;
+    }
+    info!(
+        server = %client_url(config).await.unwrap_or_default(),
+        scopes = %scopes.iter().map(Scope::to_string).collect::<Vec<_>>().join(", "),
+        "watching events"
+    );
+    let lists_pending = Arc::new(AtomicUsize::new(scopes.len()));
+    for scope in scopes {
+        let watcher = Watcher {
+            client: client.clone(),
+            path: scope.path(),
+            scope,
+            tx: tx.clone(),
+            health: health.clone(),
+            lists_pending: lists_pending.clone(),
+            first_list_done: false,
+            watching: false,
+            config: config.clone(),
+            retry: Retry::new(),
+        };
+        tokio::spawn(watcher.run());
+    }
+    Ok(())
+}
+
+/// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
+/// service account, in that order.
+async fn connect(config: &KubeConfig) -> Result<Client, SourceError> {
+    let kube_config = load_config(config).await?;
+    Client::try_from(kube_config).map_err(|e| SourceError::KubeConfig(e.to_string()))
+}
+
+async fn load_config(config: &KubeConfig) -> Result<kube::Config, SourceError> {
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let fail = |e: &dyn fmt::Display| SourceError::KubeConfig(e.to_string());
+    match (&config.kubeconfig, &config.context) {
+        (Some(paths), _) => {
+            // KUBECONFIG may list several files, merged in order, as kubectl does.
+            let mut merged: Option<kube::config::Kubeconfig> = None;
+            for path in std::env::split_paths(paths.as_os_str()) {
+                let one = kube::config::Kubeconfig::read_from(&path)
+                    .map_err(|e| fail(&format!("{}: {e}", path.display())))?;
+                merged = Some(match merged {
+                    Some(m) => m.merge(one).map_err(|e| fail(&e))?,
+                    None => one,
+                });
+            }
+            let merged = merged.ok_or_else(|| fail(&"the kubeconfig path is empty"))?;
+            kube::Config::from_custom_kubeconfig(merged, &options)
+                .await
+                .map_err(|e| fail(&e))
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| fail(&e)),
+        (None, None) => kube::Config::infer().await.map_err(|e| fail(&e)),
+    }
+}
+
+async fn client_url(config: &KubeConfig) -> Option<String> {
+    load_config(config)
+        .await
+        .ok()
+        .map(|c| c.cluster_url.to_string())
+}
+
+/// One list of a single event, to fail at startup with a clear message rather than retry
+/// forever in a pod that can never work.
+async fn probe(client: &Client, scope: &Scope, config: &KubeConfig) -> Result<(), SourceError> {
+    let params = ListParams {
+        limit: Some(1),
+        field_selector: config.field_selector.clone(),
+        label_selector: config.label_selector.clone(),
+        ..ListParams::default()
+    };
+    let request = Request::new(scope.path())
+        .list(&params)
+        .map_err(|e| SourceError::KubeConfig(e.to_string()))?;
+    match client.request_text(request).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(startup_error(e, "list", scope, config).await),
+    }
+}
+
+/// Turns a failure at startup into the message an operator needs.
+async fn startup_error(
+    e: kube::Error,
+    verb: &'static str,
+    scope: &Scope,
+    config: &KubeConfig,
+) -> SourceError {
+    match e {
+        kube::Error::Api(status) if status.code == 403 => SourceError::Forbidden {
+            verb,
+            scope: scope.to_string(),
+            message: status.message.clone(),
+            hint: RBAC_HINT,
+        },
+        kube::Error::Api(status) if status.code == 401 => {
+            SourceError::Unauthorized(status.message.clone())
+        }
+        kube::Error::Api(status) => SourceError::Refused {
+            verb,
+            scope: scope.to_string(),
+            code: status.code,
+            message: status.message.clone(),
+        },
+        other => SourceError::Unreachable {
+            url: client_url(config).await.unwrap_or_default(),
+            reason: error_chain(&other),
+        },
+    }
+}
+
+/// An error and its causes on one line: hyper's errors keep the useful part ("Connection
+/// refused") two causes deep.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// All namespaces (`None`) or one.
+#[derive(Clone, Debug)]
+struct Scope(Option<String>);
+
+impl Scope {
+    fn path(&self) -> String {
+        match &self.0 {
+            None => "/api/v1/events".to_string(),
+            Some(ns) => format!("/api/v1/namespaces/{ns}/events"),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("in all namespaces"),
+            Some(ns) => write!(f, "in namespace {ns}"),
+        }
+    }
+}
+
+/// How a watch ended.
+enum WatchEnd {
+    /// Watch again from the current resourceVersion.
+    Rewatch,
+    /// The resourceVersion is gone (410, or empty watches in a row): list again.
+    Relist,
+    /// The pipeline is gone or the source failed for good.
+    Stop,
+}
+
+/// Exponential backoff with jitter, and logging once per change of state rather than once per
+/// attempt, so an outage of an hour is two log lines, not thousands.
+struct Retry {
+    backoff: ExponentialBackoff,
+    failing: Option<(Instant, String)>,
+    attempts: u32,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Retry {
+            backoff: Self::builder().build(),
+            failing: None,
+            attempts: 0,
+        }
+    }
+
+    /// client-go's reflector backs off from 800 ms to 30 s; starting lower keeps a brief blip
+    /// brief, the jitter keeps many pipes from reconnecting in step.
+    fn builder() -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(30))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+    }
+
+    /// Logs the failure if it is a new kind, then waits out the next backoff delay.
+    async fn failed(&mut self, scope: &Scope, kind: &str, detail: &(dyn fmt::Display + Sync)) {
+        self.attempts += 1;
+        match &self.failing {
+            Some((_, k)) if k == kind => {
+                debug!(scope = %scope, attempt = self.attempts, "{kind}: {detail}");
+            }
+            _ => {
+                warn!(scope = %scope, "{kind}: {detail}; retrying with backoff until it works");
+                let since = self.failing.as_ref().map_or_else(Instant::now, |(t, _)| *t);
+                self.failing = Some((since, kind.to_string()));
+            }
+        }
+        let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
+        tokio::time::sleep(delay).await;
+    }
+
+    fn succeeded(&mut self, scope: &Scope) {
+        if let Some((since, kind)) = self.failing.take() {
+            info!(
+                scope = %scope,
+                attempts = self.attempts,
+                after_secs = since.elapsed().as_secs_f64(),
+                "recovered from: {kind}"
+            );
+        }
+        self.attempts = 0;
+        self.backoff = Self::builder().build();
+    }
+
+    fn is_failing(&self) -> bool {
+        self.failing.is_some()
+    }
+}
+
+/// One page of a list, borrowed from the response text.
+#[derive(Deserialize)]
+struct ListPage<'a> {
+    #[serde(borrow)]
+    metadata: ListMeta<'a>,
+    #[serde(borrow, default)]
+    items: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ListMeta<'a> {
+    #[serde(rename = "resourceVersion", borrow, default)]
+    resource_version: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "continue", borrow, default)]
+    continue_token: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// One watch line: `{"type": …, "object": …}`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+/// Just an object's resourceVersion (bookmarks, and the last event of a read).
+#[derive(Deserialize)]
+struct VersionOnly<'a> {
+    #[serde(borrow)]
+    metadata: VersionMeta<'a>,
+}
+
+#[derive(Deserialize)]
+struct VersionMeta<'a> {
+    #[serde(rename = "resourceVersion", borrow, default)]
+    resource_version: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn resource_version(object: &RawValue) -> Option<String> {
+    serde_json::from_str::<VersionOnly<'_>>(object.get())
+        .ok()?
+        .metadata
+        .resource_version
+        .filter(|v| !v.is_empty())
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// List items come without `kind` and `apiVersion` (the list carries them); watch objects
+/// have them. Lines of both kinds must look the same to whoever reads them, so list items
+/// get the two fields back, first, as the API server writes them on a watch.
+fn with_type_meta(item: &RawValue) -> Box<RawValue> {
+    let text = item.get();
+    let body = text.trim_start();
+    if body.starts_with("{\"kind\"") || body.starts_with("{\"apiVersion\"") {
+        return item.to_owned();
+    }
+    let Some(rest) = body.strip_prefix('{') else {
+        return item.to_owned();
+    };
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    out.push_str("{\"kind\":\"Event\",\"apiVersion\":\"v1\"");
+    out.push_str(sep);
+    out.push_str(rest);
+    RawValue::from_string(out).unwrap_or_else(|_| item.to_owned())
+}
+
+/// What one watch line asked for.
+enum LineOutcome {
+    Continue,
+    /// A 410 ERROR: the watch's resourceVersion is gone.
+    Gone,
+    /// Another ERROR event: the watch should be restarted.
+    Error(Box<Status>),
+}
+
+/// A watcher of one scope: list, then watch; relist when the history is gone.
+struct Watcher {
+    client: Client,
+    scope: Scope,
+    path: String,
+    tx: mpsc::Sender<SourceMsg>,
+    health: Arc<SourceHealth>,
+    /// Watchers whose first complete list is not yet handed over; the last one to finish
+    /// tells the pipeline.
+    lists_pending: Arc<AtomicUsize>,
+    first_list_done: bool,
+    /// A watch of this scope has been accepted once: from then on a 403 is an outage to wait
+    /// out (RBAC being rolled out), not a misconfiguration to stop on.
+    watching: bool,
+    config: KubeConfig,
+    retry: Retry,
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        loop {
+            let Some(version) = self.list().await else {
+                return;
+            };
+            if !self.first_list_done {
+                self.first_list_done = true;
+                if self.lists_pending.fetch_sub(1, Ordering::AcqRel) == 1
+                    && self.tx.send(SourceMsg::InitialListSent).await.is_err()
+                {
+                    return;
+                }
+            }
+            let mut version = version;
+            let mut empty_watches = 0;
+            loop {
+                match self.watch(&mut version, &mut empty_watches).await {
+                    WatchEnd::Rewatch => continue,
+                    WatchEnd::Relist => break,
+                    WatchEnd::Stop => return,
+                }
+            }
+        }
+    }
+
+    /// Lists every event of the scope, page by page, handing each page over as it arrives;
+    /// returns the list's resourceVersion, or `None` when the pipeline is gone.
+    async fn list(&mut self) -> Option<String> {
+        let mut continue_token: Option<String> = None;
+        let mut listed = 0usize;
+        let started = Instant::now();
+        loop {
+            let params = ListParams {
+                limit: Some(self.config.list_page_size),
+                continue_token: continue_token.clone(),
+                field_selector: self.config.field_selector.clone(),
+                label_selector: self.config.label_selector.clone(),
+                ..ListParams::default()
+            };
+            let request = match Request::new(&self.path).list(&params) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(SourceError::KubeConfig(e.to_string())).await;
+                    return None;
+                }
+            };
+            let text = match self.client.request_text(request).await {
+                Ok(text) => text,
+                Err(kube::Error::Api(status)) if status.code == 410 => {
+                    // The continue token outlived the server's history (about 5 minutes):
+                    // start the list over; the filters drop what was already delivered.
+                    info!(scope = %self.scope, "list continue token expired; listing again from the start");
+                    continue_token = None;
+                    continue;
+                }
+                Err(e) => {
+                    if !self.watching
+                        && let kube::Error::Api(s) = &e
+                        && matches!(s.code, 401 | 403)
+                    {
+                        let err = startup_error(e, "list", &self.scope, &self.config).await;
+                        self.fail(err).await;
+                        return None;
+                    }
+                    self.note_failure("cannot list events", &error_chain(&e))
+                        .await;
+                    continue;
+                }
+            };
+            let page: ListPage<'_> = match serde_json::from_str(&text) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.note_failure("the API server sent a list that is not an EventList", &e)
+                        .await;
+                    continue;
+                }
+            };
+            self.recovered();
+            listed += page.items.len();
+            let records = page
+                .items
+                .iter()
+                .filter_map(|item| self.record(Change::Added, with_type_meta(item)));
+            if !self.hand_over(records).await {
+                return None;
+            }
+            match page.metadata.continue_token.filter(|c| !c.is_empty()) {
+                Some(token) => continue_token = Some(token.into_owned()),
+                None => {
+                    let version = page
+                        .metadata
+                        .resource_version
+                        .filter(|v| !v.is_empty())
+                        .map(std::borrow::Cow::into_owned);
+                    match version {
+                        Some(v) => {
+                            info!(
+                                scope = %self.scope,
+                                events = listed,
+                                resource_version = %v,
+                                took_ms = started.elapsed().as_millis() as u64,
+                                "listed events"
+                            );
+                            return Some(v);
+                        }
+                        None => {
+                            self.note_failure(
+                                "the API server sent a list without a resourceVersion",
+                                &"cannot watch from it",
+                            )
+                            .await;
+                            continue_token = None;
+                            listed = 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One watch request from `version`, read until it ends; `version` follows the events and
+    /// bookmarks read.
+    async fn watch(&mut self, version: &mut String, empty_watches: &mut u32) -> WatchEnd {
+        let timeout_secs = self.config.watch_timeout.as_secs().max(1) as u32;
+        let params = WatchParams {
+            field_selector: self.config.field_selector.clone(),
+            label_selector: self.config.label_selector.clone(),
+            timeout: Some(timeout_secs),
+            bookmarks: true,
+            ..WatchParams::default()
+        };
+        let request = match Request::new(&self.path).watch(&params, version) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(SourceError::KubeConfig(e.to_string())).await;
+                return WatchEnd::Stop;
+            }
+        };
+        let started = Instant::now();
+        let stream = match self.client.request_stream(request).await {
+            Ok(s) => s,
+            Err(kube::Error::Api(status)) if status.code == 410 => {
+                info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
+                return WatchEnd::Relist;
+            }
+            Err(e) => {
+                if !self.watching
+                    && let kube::Error::Api(s) = &e
+                    && matches!(s.code, 401 | 403)
+                {
+                    let err = startup_error(e, "watch", &self.scope, &self.config).await;
+                    self.fail(err).await;
+                    return WatchEnd::Stop;
+                }
+                self.note_failure("cannot watch events", &error_chain(&e))
+                    .await;
+                return WatchEnd::Rewatch;
+            }
+        };
+        self.watching = true;
+        let deadline = started + self.config.watch_timeout + WATCH_GRACE;
+        let mut reader = WatchReader {
+            received: 0,
+            partial: Vec::new(),
+            batch: Vec::with_capacity(HANDOFF_BATCH),
+            version: None,
+        };
+        let end = self.read_watch(stream, &mut reader, deadline).await;
+        if let Some(v) = reader.version.take() {
+            *version = v;
+        }
+        match end {
+            ReadEnd::Stop => WatchEnd::Stop,
+            ReadEnd::Gone => {
+                info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
+                WatchEnd::Relist
+            }
+            ReadEnd::Error(status) => {
+                self.note_failure(
+                    "the watch reported an error",
+                    &format!("{} ({})", status.message, status.code),
+                )
+                .await;
+                WatchEnd::Rewatch
+            }
+            ReadEnd::Broken(reason) => {
+                self.note_failure("the watch connection broke", &reason)
+                    .await;
+                WatchEnd::Rewatch
+            }
+            ReadEnd::Closed if reader.received == 0 && started.elapsed() < EMPTY_WATCH => {
+                // An empty watch closed at once: either a blip, or the API server telling us,
+                // without a 410, that it no longer has this resourceVersion.
+                *empty_watches += 1;
+                self.note_failure(
+                    "watches end at once with nothing in them",
+                    &format!("resourceVersion {version} is probably too old"),
+                )
+                .await;
+                if *empty_watches >= EMPTY_WATCHES_BEFORE_RELIST {
+                    info!(scope = %self.scope, resource_version = %version, "watch keeps ending empty; listing again");
+                    *empty_watches = 0;
+                    WatchEnd::Relist
+                } else {
+                    WatchEnd::Rewatch
+                }
+            }
+            ReadEnd::Closed => {
+                *empty_watches = 0;
+                debug!(scope = %self.scope, resource_version = %version, "watch ended; watching again");
+                WatchEnd::Rewatch
+            }
+        }
+    }
+
+    async fn read_watch(
+        &mut self,
+        stream: impl AsyncBufRead,
+        reader: &mut WatchReader,
+        deadline: Instant,
+    ) -> ReadEnd {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let outcome = match tokio::time::timeout_at(deadline, stream.as_mut().fill_buf()).await
+            {
+                Err(_) => Some(ReadEnd::Broken(format!(
+                    "no end of the watch {} s after its timeout",
+                    WATCH_GRACE.as_secs()
+                ))),
+                Ok(Err(e)) => Some(ReadEnd::Broken(error_chain(&e))),
+                Ok(Ok([])) => Some(ReadEnd::Closed),
+                Ok(Ok(chunk)) => {
+                    let n = chunk.len();
+                    let outcome = reader.feed(chunk, |change, object| self.record(change, object));
+                    stream.as_mut().consume(n);
+                    outcome
+                }
+            };
+            // Hand over what this read brought before anything else, so a 410 or a broken
+            // connection loses nothing already read.
+            if !reader.batch.is_empty() {
+                let batch = std::mem::take(&mut reader.batch);
+                if !self.hand_over(batch.into_iter()).await {
+                    return ReadEnd::Stop;
+                }
+            }
+            if reader.received > 0 {
+                self.recovered();
+            }
+            if let Some(end) = outcome {
+                return end;
+            }
+        }
+    }
+
+    fn record(&self, change: Change, object: Box<RawValue>) -> Option<EventRecord> {
+        match EventRecord::from_raw(change, object) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.health.malformed.fetch_add(1, Ordering::Relaxed);
+                warn!(scope = %self.scope, error = %e, "skipping an event the pipe cannot key");
+                None
+            }
+        }
+    }
+
+    /// Sends records in hand-offs; false when the pipeline is gone.
+    async fn hand_over(&self, records: impl Iterator<Item = EventRecord>) -> bool {
+        let mut batch = Vec::with_capacity(HANDOFF_BATCH);
+        for record in records {
+            batch.push(record);
+            if batch.len() == HANDOFF_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOFF_BATCH));
+                if self.tx.send(SourceMsg::Records(full)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        batch.is_empty() || self.tx.send(SourceMsg::Records(batch)).await.is_ok()
+    }
+
+    async fn note_failure(&mut self, kind: &str, detail: &(dyn fmt::Display + Sync)) {
+        self.health.set_retrying(true);
+        self.retry.failed(&self.scope, kind, detail).await;
+    }
+
+    fn recovered(&mut self) {
+        if self.retry.is_failing() {
+            self.retry.succeeded(&self.scope);
+        }
+        self.health.set_retrying(false);
+        self.health.progress();
+    }
+
+    async fn fail(&self, error: SourceError) {
+        let _ = self.tx.send(SourceMsg::Failed(error)).await;
+    }
+}
+
+/// How reading one watch response ended.
+enum ReadEnd {
+    /// The server ended the stream.
+    Closed,
+    Gone,
+    Error(Box<Status>),
+    /// A read failed or the connection went silent.
+    Broken(String),
+    Stop,
+}
+
+/// Splits a watch response into lines and lines into records, across reads.
+struct WatchReader {
+    /// Events and bookmarks read from this response.
+    received: u64,
+    partial: Vec<u8>,
+    batch: Vec<EventRecord>,
+    /// The resourceVersion of the last event or bookmark read.
+    version: Option<String>,
+}
+
+impl WatchReader {
+    /// Takes one read's bytes; returns how the watch ends if a line said so.
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut record: impl FnMut(Change, Box<RawValue>) -> Option<EventRecord>,
+    ) -> Option<ReadEnd> {
+        let mut rest = chunk;
+        let mut last_object: Option<Box<RawValue>> = None;
+        let mut end = None;
+        while let Some(pos) = memchr::memchr(b'\n', rest) {
+            let (line, after) = rest.split_at(pos);
+            rest = &after[1..];
+            let outcome = if self.partial.is_empty() {
+                self.line(line, &mut record, &mut last_object)
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                let outcome = self.line(&whole, &mut record, &mut last_object);
+                whole.clear();
+                self.partial = whole;
+                outcome
+            };
+            match outcome {
+                LineOutcome::Continue => {}
+                LineOutcome::Gone => {
+                    end = Some(ReadEnd::Gone);
+                    break;
+                }
+                LineOutcome::Error(status) => {
+                    end = Some(ReadEnd::Error(status));
+                    break;
+                }
+            }
+        }
+        if end.is_none() {
+            if self.partial.len() + rest.len() > MAX_LINE {
+                self.partial.clear();
+                end = Some(ReadEnd::Broken(format!(
+                    "a watch line longer than {MAX_LINE} bytes"
+                )));
+            } else {
+                self.partial.extend_from_slice(rest);
+            }
+        }
+        // One resourceVersion parse per read, not per event: only the last one matters.
+        if let Some(object) = last_object
+            && let Some(v) = resource_version(&object)
+        {
+            self.version = Some(v);
+        }
+        end
+    }
+
+    fn line(
+        &mut self,
+        line: &[u8],
+        record: &mut impl FnMut(Change, Box<RawValue>) -> Option<EventRecord>,
+        last_object: &mut Option<Box<RawValue>>,
+    ) -> LineOutcome {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            return LineOutcome::Continue;
+        }
+        let envelope: Envelope<'_> = match std::str::from_utf8(line)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "skipping a watch line that is not a watch event");
+                return LineOutcome::Continue;
+            }
+        };
+        let change = match envelope.kind.as_ref() {
+            "ADDED" => Change::Added,
+            "MODIFIED" => Change::Modified,
+            "DELETED" => Change::Deleted,
+            "BOOKMARK" => {
+                self.received += 1;
+                if let Some(v) = resource_version(envelope.object) {
+                    self.version = Some(v);
+                    *last_object = None;
+                }
+                return LineOutcome::Continue;
+            }
+            "ERROR" => {
+                let status: Status = serde_json::from_str(envelope.object.get())
+                    .unwrap_or_else(|_| Status::failure(envelope.object.get(), "Unknown"));
+                return if status.code == 410 {
+                    LineOutcome::Gone
+                } else {
+                    LineOutcome::Error(Box::new(status))
+                };
+            }
+            other => {
+                warn!(kind = other, "skipping a watch event of an unknown type");
+                return LineOutcome::Continue;
+            }
+        };
+        self.received += 1;
+        let object = envelope.object.to_owned();
+        if let Some(r) = record(change, object) {
+            *last_object = Some(r.raw.clone());
+            self.batch.push(r);
+        }
+        LineOutcome::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn list_items_get_kind_and_api_version_once() {
+        let item = raw(r#"{"metadata":{"name":"a","namespace":"n"},"count":2}"#);
+        assert_eq!(
+            with_type_meta(&item).get(),
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a","namespace":"n"},"count":2}"#
+        );
+        let typed = raw(r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a"}}"#);
+        assert_eq!(with_type_meta(&typed).get(), typed.get());
+        assert_eq!(
+            with_type_meta(&raw("{}")).get(),
+            r#"{"kind":"Event","apiVersion":"v1"}"#
+        );
+    }
+
+    fn feed_all(reader: &mut WatchReader, chunks: &[&str]) -> Option<ReadEnd> {
+        for c in chunks {
+            if let Some(end) = reader.feed(c.as_bytes(), |change, object| {
+                EventRecord::from_raw(change, object).ok()
+            }) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    fn reader() -> WatchReader {
+        WatchReader {
+            received: 0,
+            partial: Vec::new(),
+            batch: Vec::new(),
+            version: None,
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_become_records_and_the_version_follows() {
+        let mut r = reader();
+        let end = feed_all(
+            &mut r,
+            &[
+                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
+                "\n{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"a\",\"names",
+                "pace\":\"n\",\"resourceVersion\":\"7\"},\"count\":2}}\n",
+            ],
+        );
+        assert!(end.is_none());
+        assert_eq!(r.batch.len(), 2);
+        assert_eq!(r.batch[1].count, 2);
+        assert_eq!(r.version.as_deref(), Some("7"));
+        let end = feed_all(
+            &mut r,
+            &[
+                "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Event\",\"metadata\":{\"resourceVersion\":\"12\"}}}\n",
+            ],
+        );
+        assert!(end.is_none());
+        assert_eq!(r.version.as_deref(), Some("12"));
+        assert_eq!(r.received, 3);
+    }
+
+    #[test]
+    fn a_410_error_event_ends_the_watch_after_the_events_before_it() {
+        let mut r = reader();
+        let end = feed_all(
+            &mut r,
+            &[concat!(
+                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
+                "\n",
+                r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (9)","reason":"Expired","code":410}}"#,
+                "\n",
+            )],
+        );
+        assert!(matches!(end, Some(ReadEnd::Gone)));
+        assert_eq!(r.batch.len(), 1);
+        let mut r = reader();
+        let end = feed_all(
+            &mut r,
+            &[
+                "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":500,\"message\":\"boom\"}}\n",
+            ],
+        );
+        assert!(matches!(end, Some(ReadEnd::Error(s)) if s.code == 500));
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped_not_fatal() {
+        let mut r = reader();
+        let end = feed_all(
+            &mut r,
+            &[
+                "not json\n",
+                "{\"type\":\"ADDED\",\"object\":{\"metadata\":{}}}\n",
+                "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"b\"}}}\n",
+            ],
+        );
+        assert!(end.is_none());
+        assert_eq!(r.batch.len(), 1);
+    }
+}
