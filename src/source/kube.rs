@@ -477,7 +477,11 @@ impl Watcher {
                     continue;
                 }
             };
-            self.recovered();
+            // Progress, but not recovery: the backoff is reset only by a watch that delivers,
+            // so a list that succeeds before a watch that keeps failing does not start a
+            // relist loop at the shortest delay.
+            self.health.set_retrying(false);
+            self.health.progress();
             listed += page.items.len();
             let records = page
                 .items
