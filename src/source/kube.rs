@@ -239,11 +239,19 @@ enum WatchEnd {
 
 /// Exponential backoff with jitter, and logging once per change of state rather than once per
 /// attempt, so an outage of an hour is two log lines, not thousands.
+///
+/// The backoff starts over only after `CALM` without a failure (client-go's reflector does the
+/// same, after two minutes): a watch that delivers a little and then fails again, or relists
+/// that keep being needed, must keep slowing down rather than loop at the shortest delay.
 struct Retry {
     backoff: ExponentialBackoff,
     failing: Option<(Instant, String)>,
     attempts: u32,
+    last_wait: Option<Instant>,
 }
+
+/// Time without a failure after which the backoff starts again from its shortest delay.
+const CALM: Duration = Duration::from_secs(60);
 
 impl Retry {
     fn new() -> Self {
@@ -251,6 +259,7 @@ impl Retry {
             backoff: Self::builder().build(),
             failing: None,
             attempts: 0,
+            last_wait: None,
         }
     }
 
@@ -278,10 +287,21 @@ impl Retry {
                 self.failing = Some((since, kind.to_string()));
             }
         }
-        let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
-        tokio::time::sleep(delay).await;
+        self.wait().await;
     }
 
+    /// Waits out the next backoff delay (also before a relist, which costs the API server a
+    /// full list).
+    async fn wait(&mut self) {
+        if self.last_wait.is_some_and(|t| t.elapsed() >= CALM) {
+            self.backoff = Self::builder().build();
+        }
+        let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
+        tokio::time::sleep(delay).await;
+        self.last_wait = Some(Instant::now());
+    }
+
+    /// Ends a failure state: logs the recovery once. The backoff itself calms down with time.
     fn succeeded(&mut self, scope: &Scope) {
         if let Some((since, kind)) = self.failing.take() {
             info!(
@@ -292,7 +312,6 @@ impl Retry {
             );
         }
         self.attempts = 0;
-        self.backoff = Self::builder().build();
     }
 
     fn is_failing(&self) -> bool {
@@ -477,9 +496,7 @@ impl Watcher {
                     continue;
                 }
             };
-            // Progress, but not recovery: the backoff is reset only by a watch that delivers,
-            // so a list that succeeds before a watch that keeps failing does not start a
-            // relist loop at the shortest delay.
+            // Progress, but not recovery: that is a watch that delivers.
             self.health.set_retrying(false);
             self.health.progress();
             listed += page.items.len();
@@ -547,6 +564,7 @@ impl Watcher {
             Ok(s) => s,
             Err(kube::Error::Api(status)) if status.code == 410 => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
+                self.retry.wait().await;
                 return WatchEnd::Relist;
             }
             Err(e) => {
@@ -579,6 +597,7 @@ impl Watcher {
             ReadEnd::Stop => WatchEnd::Stop,
             ReadEnd::Gone => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
+                self.retry.wait().await;
                 WatchEnd::Relist
             }
             ReadEnd::Error(status) => {

@@ -1,0 +1,400 @@
+//! The kube source end to end: the real binary against the test API server over HTTPS, through
+//! pagination, watch, compaction (410), outages, stale resourceVersions, selectors and RBAC.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_event_pipe::synth::{SynthConfig, generate};
+use serde_json::{Value, json};
+use support::fake_api::{ApiServer, StaleWatch};
+use support::*;
+
+/// The binary watching the test server, writing to a file, logging to a file.
+struct Pipe {
+    child: Child,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+impl Pipe {
+    fn start(server: &ApiServer, state: &Path, extra: &[&str]) -> Pipe {
+        Self::start_with(server.kubeconfig(), state, extra)
+    }
+
+    fn start_with(kubeconfig: &Path, state: &Path, extra: &[&str]) -> Pipe {
+        let out = state.join("events.jsonl");
+        let runs = std::fs::read_dir(state).map_or(0, |d| d.count());
+        let log = state.join(format!("run-{runs}.log"));
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--persistence-path")
+            .arg(state.join("filters"))
+            .arg("--destination")
+            .arg(&out)
+            .args(["--log-level", "INFO", "--batch-interval", "0.05"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start the binary");
+        Pipe { child, out, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        wait_for(&format!("{needle:?} in the log"), || {
+            self.log().contains(needle).then_some(())
+        });
+    }
+
+    fn wait_ready(&self) {
+        self.wait_log("initial list delivered; ready");
+    }
+
+    fn wait_lines(&self, n: usize) {
+        wait_for(&format!("{n} lines"), || {
+            (count_lines(&self.out) >= n).then_some(())
+        });
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    fn stop(mut self) -> (ExitStatus, String) {
+        signal(&self.child, libc::SIGTERM);
+        let status = wait_exit(&mut self.child);
+        (status, self.log())
+    }
+}
+
+/// An old-style event as the kubelet writes it.
+fn event(ns: &str, name: &str, count: u64, kind: &str, kind_of: &str) -> Value {
+    json!({
+        "kind": "Event",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": {"kind": kind_of, "namespace": ns, "name": format!("{name}-object"), "apiVersion": "v1"},
+        "reason": "Started",
+        "message": format!("Started container for {name}"),
+        "source": {"component": "kubelet", "host": "node-1"},
+        "firstTimestamp": "2026-11-23T10:00:00Z",
+        "lastTimestamp": "2026-11-23T10:00:00Z",
+        "count": count,
+        "type": kind,
+        "reportingComponent": "kubelet",
+        "reportingInstance": "node-1"
+    })
+}
+
+fn add_events(server: &ApiServer, prefix: &str, n: usize) -> BTreeSet<Occurrence> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}-{i}.18a2b3c4d5e6f7a8");
+            server.add(event("default", &name, 1, "Normal", "Pod"));
+            ("default".to_string(), name, 1)
+        })
+        .collect()
+}
+
+fn present(server: &ApiServer) -> BTreeSet<Occurrence> {
+    server.events().iter().map(occurrence).collect()
+}
+
+fn assert_lines_exactly_once(pipe_lines: &[String], expected: &BTreeSet<Occurrence>) {
+    let got = tally(pipe_lines.iter().map(String::as_str));
+    assert_exactly_once(&got, expected);
+}
+
+#[test]
+fn events_present_and_arriving_are_delivered_once_and_a_restart_emits_nothing() {
+    let server = ApiServer::start();
+    let before = generate(&SynthConfig {
+        envelopes: 19_000,
+        seed: 41,
+        ..SynthConfig::default()
+    });
+    server.add_envelopes(&before.text);
+    let mut expected = present(&server);
+    assert!(expected.len() >= 10_000, "{} present", expected.len());
+
+    let state = tempfile::tempdir().unwrap();
+    let pipe = Pipe::start(&server, state.path(), &[]);
+    pipe.wait_ready();
+    // Ready means delivered: every listed event is in the file by then.
+    assert_eq!(count_lines(&pipe.out), expected.len());
+
+    let during = generate(&SynthConfig {
+        envelopes: 12_000,
+        seed: 42,
+        ..SynthConfig::default()
+    });
+    let chunks: Vec<&str> = during.text.split_inclusive('\n').collect();
+    for chunk in chunks.chunks(1000) {
+        server.add_envelopes(&chunk.concat());
+    }
+    let arriving = expected_occurrences(&during.text);
+    assert!(arriving.len() >= 10_000, "{} arriving", arriving.len());
+    expected.extend(arriving);
+    pipe.wait_lines(expected.len());
+    let (status, log) = pipe.stop();
+    assert!(status.success(), "{status:?}\n{log}");
+    let lines = file_lines(&state.path().join("events.jsonl"));
+    assert_lines_exactly_once(&lines, &expected);
+    // The initial list was paginated at the default 500.
+    let stats = server.stats();
+    assert!(
+        stats
+            .list_limits
+            .iter()
+            .all(|l| *l == Some(500) || *l == Some(1)),
+        "list limits {:?}",
+        stats.list_limits
+    );
+
+    // A restart over the same filters, with every event still on the server.
+    let again = Pipe::start(&server, state.path(), &[]);
+    again.wait_ready();
+    let (status, log) = again.stop();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_eq!(
+        count_lines(&state.path().join("events.jsonl")),
+        lines.len(),
+        "the restart re-emitted events\n{log}"
+    );
+}
+
+#[test]
+fn compaction_mid_stream_and_on_resume_relists_without_loss_or_repeat() {
+    let server = ApiServer::start();
+    let mut expected = add_events(&server, "early", 200);
+    let state = tempfile::tempdir().unwrap();
+    let pipe = Pipe::start(&server, state.path(), &[]);
+    pipe.wait_ready();
+
+    // Mid-stream: the open watch is behind the head when history is compacted away, so the
+    // server ends it with a 410 ERROR event.
+    server.set_stream_delay(Duration::from_millis(2));
+    expected.extend(add_events(&server, "streamed", 1500));
+    pipe.wait_lines(400);
+    assert!(
+        count_lines(&pipe.out) < expected.len(),
+        "the watch was not behind"
+    );
+    server.compact();
+    server.set_stream_delay(Duration::ZERO);
+    pipe.wait_lines(expected.len());
+    pipe.wait_log("watch history expired (410 Gone); listing again");
+
+    // On resume: the pipe cannot connect while events arrive and history is compacted, so
+    // its next watch starts from a resourceVersion the server no longer has.
+    let lists_before = server.stats().list_requests;
+    server.stop_listening();
+    expected.extend(add_events(&server, "while-away", 300));
+    server.compact();
+    server.resume_listening();
+    pipe.wait_lines(expected.len());
+    let (status, log) = pipe.stop();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        server.stats().list_requests > lists_before,
+        "no relist\n{log}"
+    );
+    assert_lines_exactly_once(&file_lines(&state.path().join("events.jsonl")), &expected);
+}
+
+#[test]
+fn ten_seconds_of_refused_connections_lose_nothing_and_log_once() {
+    let server = ApiServer::start();
+    let mut expected = add_events(&server, "before", 300);
+    let state = tempfile::tempdir().unwrap();
+    let pipe = Pipe::start(&server, state.path(), &[]);
+    pipe.wait_ready();
+
+    let outage = Instant::now();
+    server.refuse_connections(Duration::from_secs(10));
+    expected.extend(add_events(&server, "during", 1000));
+    pipe.wait_lines(expected.len());
+    assert!(
+        outage.elapsed() >= Duration::from_secs(10),
+        "delivered while refusing connections"
+    );
+    let (status, log) = pipe.stop();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_lines_exactly_once(&file_lines(&state.path().join("events.jsonl")), &expected);
+    // Several attempts failed, but the log says so once per kind of failure, then recovers.
+    let warnings = log.matches("retrying with backoff").count();
+    assert!((1..=2).contains(&warnings), "{warnings} warnings\n{log}");
+    assert!(log.contains("recovered from: "), "{log}");
+}
+
+#[test]
+fn namespaces_and_selectors_narrow_what_is_delivered() {
+    let server = ApiServer::start();
+    let mut all = Vec::new();
+    for (i, ns) in ["alpha", "beta", "gamma"].iter().enumerate() {
+        for j in 0..40 {
+            let kind = if j % 3 == 0 { "Warning" } else { "Normal" };
+            let of = if j % 2 == 0 { "Pod" } else { "Node" };
+            let mut ev = event(ns, &format!("ev-{i}-{j}.18a2b3c4"), 1, kind, of);
+            if j % 4 == 0 {
+                ev["metadata"]["labels"] = json!({"team": "payments"});
+            }
+            server.add(ev.clone());
+            all.push(ev);
+        }
+    }
+    let expect = |keep: &dyn Fn(&Value) -> bool| -> BTreeSet<Occurrence> {
+        all.iter().filter(|e| keep(e)).map(occurrence).collect()
+    };
+
+    let run = |extra: &[&str]| -> Vec<String> {
+        let state = tempfile::tempdir().unwrap();
+        let pipe = Pipe::start(&server, state.path(), extra);
+        pipe.wait_ready();
+        let (status, log) = pipe.stop();
+        assert!(status.success(), "{status:?}\n{log}");
+        file_lines(&state.path().join("events.jsonl"))
+    };
+
+    let lines = run(&[
+        "--namespace",
+        "alpha",
+        "--namespace",
+        "beta",
+        "--field-selector",
+        "type=Warning",
+    ]);
+    let wanted = expect(&|e| e["metadata"]["namespace"] != "gamma" && e["type"] == "Warning");
+    assert!(!wanted.is_empty());
+    assert_lines_exactly_once(&lines, &wanted);
+    let paths = server.stats().requests_by_path;
+    assert!(
+        paths.contains_key("/api/v1/namespaces/alpha/events"),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.contains_key("/api/v1/namespaces/gamma/events"),
+        "{paths:?}"
+    );
+
+    let lines = run(&[
+        "--label-selector",
+        "team=payments",
+        "--field-selector",
+        "involvedObject.kind=Pod",
+    ]);
+    let wanted = expect(&|e| {
+        e["metadata"]["labels"]["team"] == "payments" && e["involvedObject"]["kind"] == "Pod"
+    });
+    assert!(!wanted.is_empty());
+    assert_lines_exactly_once(&lines, &wanted);
+}
+
+#[test]
+fn an_identity_without_list_rights_stops_at_startup_naming_the_fix() {
+    let server = ApiServer::start();
+    add_events(&server, "secret", 5);
+    server.forbid_user("viewer");
+    let state = tempfile::tempdir().unwrap();
+    let pipe = Pipe::start(&server, state.path(), &["--context", "forbidden"]);
+    let mut child = pipe.child;
+    let status = wait_exit(&mut child);
+    let log = std::fs::read_to_string(&pipe.log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: not allowed to list events in all namespaces (403 Forbidden: "),
+        "{log}"
+    );
+    assert!(
+        last.ends_with("); grant get, list and watch on events (deploy/kustomize/base/rbac.yaml)"),
+        "{log}"
+    );
+    assert!(!state.path().join("filters").exists(), "filters created");
+    assert!(!pipe.out.exists() || count_lines(&pipe.out) == 0);
+}
+
+#[test]
+fn an_unreachable_api_server_is_named_at_startup() {
+    let server = ApiServer::start();
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig()).unwrap();
+    let url = server.https_url();
+    drop(server);
+    let state = tempfile::tempdir().unwrap();
+    let kc = state.path().join("kubeconfig");
+    std::fs::write(&kc, kubeconfig).unwrap();
+    let pipe = Pipe::start_with(&kc, state.path(), &[]);
+    let mut child = pipe.child;
+    let status = wait_exit(&mut child);
+    let log = std::fs::read_to_string(&pipe.log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: cannot reach the Kubernetes API server at {url}/: "
+        )),
+        "{log}"
+    );
+    assert!(last.contains("onnection refused"), "{log}");
+}
+
+#[test]
+fn watches_that_end_at_once_and_empty_make_it_relist_with_backoff() {
+    let server = ApiServer::start();
+    server.set_stale_watch(StaleWatch::EmptyOk);
+    let mut expected = add_events(&server, "first", 200);
+    let state = tempfile::tempdir().unwrap();
+    let pipe = Pipe::start(&server, state.path(), &[]);
+    pipe.wait_ready();
+
+    // The pipe's resourceVersion goes stale while it cannot connect; the server then answers
+    // its watch with 200 and an empty, closed stream instead of a 410.
+    server.stop_listening();
+    expected.extend(add_events(&server, "second", 300));
+    server.compact();
+    let before = server.stats();
+    let resumed = Instant::now();
+    server.resume_listening();
+    pipe.wait_lines(expected.len());
+    let after = server.stats();
+    pipe.wait_log("watch keeps ending empty; listing again");
+    // Two empty watches, then one relist (one page) and one good watch: a handful, and
+    // within the first backoff steps (0.25 s, 0.5 s, each with jitter) of the reconnect.
+    let watches = after.watch_requests - before.watch_requests;
+    assert!(watches <= 4, "{watches} watch requests to recover");
+    assert!(resumed.elapsed() < Duration::from_secs(45));
+
+    // Keep every watch stale for ten seconds: each relist's resourceVersion is compacted
+    // away before its watch starts. A loop without backoff would send thousands of requests.
+    let before = server.stats();
+    let window = Instant::now();
+    let mut n = 0;
+    while window.elapsed() < Duration::from_secs(10) {
+        expected.extend(add_events(&server, &format!("churn{n}"), 1));
+        server.compact();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = server.stats();
+    let requests = (after.watch_requests - before.watch_requests)
+        + (after.list_requests - before.list_requests);
+    eprintln!("{requests} list and watch requests in 10 s of stale watches");
+    // Backoff doubles from 0.25 s: at most about 6 waits in 10 s, two requests each, plus slack.
+    assert!(
+        requests <= 20,
+        "{requests} requests in 10 s of stale watches"
+    );
+    pipe.wait_lines(expected.len());
+    let (status, log) = pipe.stop();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_lines_exactly_once(&file_lines(&state.path().join("events.jsonl")), &expected);
+}
