@@ -780,6 +780,14 @@ async fn stream_watch(
     }
 }
 
+/// A listener that can take its port back right after it was closed (SO_REUSEADDR).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Accepts connections until `stop` is cancelled; every connection ends with it too.
 async fn accept_loop(
     listener: TcpListener,
@@ -881,11 +889,15 @@ impl ApiServer {
             drop_tx: watch::channel(0).0,
             options,
         });
-        let (http, https) = runtime.block_on(async {
-            let h = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let s = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            (h.local_addr().unwrap(), s.local_addr().unwrap())
+        // Kept open from here on: dropping and rebinding would let a parallel test take the port.
+        let (first_http, first_https) = runtime.block_on(async {
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            (listen(any).expect("bind"), listen(any).expect("bind"))
         });
+        let (http, https) = (
+            first_http.local_addr().unwrap(),
+            first_https.local_addr().unwrap(),
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         let ca = base64::engine::general_purpose::STANDARD.encode(cert.cert.pem());
@@ -916,7 +928,7 @@ impl ApiServer {
             _dir: dir,
             kubeconfig,
         };
-        server.resume_listening();
+        server.serve(first_http, first_https);
         server
     }
 
@@ -1024,7 +1036,7 @@ impl ApiServer {
     /// Closes both listeners and every open connection: connects are refused until
     /// [`Self::resume_listening`].
     pub fn stop_listening(&self) {
-        let current = self.listening.lock().unwrap().take();
+        let current = self.lock_listening().take();
         if let Some(l) = current {
             l.stop.cancel();
             self.rt().block_on(async {
@@ -1037,34 +1049,35 @@ impl ApiServer {
 
     /// Listens again on the same ports.
     pub fn resume_listening(&self) {
-        let mut guard = self.listening.lock().unwrap();
-        if guard.is_some() {
+        if self.lock_listening().is_some() {
             return;
         }
-        let stop = CancellationToken::new();
-        let (http, https) = (self.http, self.https);
-        let listeners = self.rt().block_on(async {
-            let h = TcpListener::bind(http).await.expect("rebind the HTTP port");
-            let s = TcpListener::bind(https)
-                .await
-                .expect("rebind the HTTPS port");
-            (h, s)
+        let (h, s) = self.rt().block_on(async {
+            (
+                listen(self.http).expect("rebind the HTTP port"),
+                listen(self.https).expect("rebind the HTTPS port"),
+            )
         });
+        self.serve(h, s);
+    }
+
+    fn lock_listening(&self) -> MutexGuard<'_, Option<Listening>> {
+        self.listening.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn serve(&self, http: TcpListener, https: TcpListener) {
+        let stop = CancellationToken::new();
         let tasks = vec![
+            self.rt()
+                .spawn(accept_loop(http, None, self.inner.clone(), stop.clone())),
             self.rt().spawn(accept_loop(
-                listeners.0,
-                None,
-                self.inner.clone(),
-                stop.clone(),
-            )),
-            self.rt().spawn(accept_loop(
-                listeners.1,
+                https,
                 Some(self.tls.clone()),
                 self.inner.clone(),
                 stop.clone(),
             )),
         ];
-        *guard = Some(Listening { stop, tasks });
+        *self.lock_listening() = Some(Listening { stop, tasks });
     }
 
     /// Refuses connections for `period`, then listens again; returns at once.
@@ -1076,16 +1089,14 @@ impl ApiServer {
         let handle = self.rt().handle().clone();
         handle.clone().spawn(async move {
             tokio::time::sleep(period).await;
-            let h = TcpListener::bind(http).await.expect("rebind the HTTP port");
-            let s = TcpListener::bind(https)
-                .await
-                .expect("rebind the HTTPS port");
+            let h = listen(http).expect("rebind the HTTP port");
+            let s = listen(https).expect("rebind the HTTPS port");
             let stop = CancellationToken::new();
             let tasks = vec![
                 handle.spawn(accept_loop(h, None, inner.clone(), stop.clone())),
                 handle.spawn(accept_loop(s, Some(tls), inner, stop.clone())),
             ];
-            *listening.lock().unwrap() = Some(Listening { stop, tasks });
+            *listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(Listening { stop, tasks });
         });
     }
 
@@ -1108,7 +1119,7 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        if let Some(l) = self.listening.lock().unwrap().take() {
+        if let Some(l) = self.lock_listening().take() {
             l.stop.cancel();
         }
         if let Some(rt) = self.runtime.take() {
