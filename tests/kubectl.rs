@@ -115,7 +115,7 @@ fn kubectl_watch_prints_what_happens_after_the_list() {
         }
     });
     let mut seen = BTreeSet::new();
-    let mut wait_names = |want: &[String], seen: &mut BTreeSet<String>| {
+    let wait_names = |want: &[String], seen: &mut BTreeSet<String>| {
         let end = Instant::now() + DEADLINE;
         while !want.iter().all(|n| seen.contains(n)) {
             let left = end.saturating_duration_since(Instant::now());
