@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_event_pipe::synth::{SynthConfig, generate};
@@ -68,11 +68,13 @@ impl Pipe {
         });
     }
 
-    /// SIGTERM, then the exit status and the whole log.
-    fn stop(mut self) -> (ExitStatus, String) {
+    /// SIGTERM, which must end it with status 0; then the output lines and the whole log.
+    fn stop(mut self) -> (Vec<String>, String) {
         signal(&self.child, libc::SIGTERM);
         let status = wait_exit(&mut self.child);
-        (status, self.log())
+        let log = self.log();
+        assert!(status.success(), "{status:?}\n{log}");
+        (file_lines(&self.out), log)
     }
 }
 
@@ -145,9 +147,7 @@ fn events_present_and_arriving_are_delivered_once_and_a_restart_emits_nothing() 
     assert!(arriving.len() >= 10_000, "{} arriving", arriving.len());
     expected.extend(arriving);
     pipe.wait_lines(expected.len());
-    let (status, log) = pipe.stop();
-    assert!(status.success(), "{status:?}\n{log}");
-    let lines = file_lines(&state.path().join("events.jsonl"));
+    let (lines, _) = pipe.stop();
     assert_lines_exactly_once(&lines, &expected);
     // The initial list was paginated at the default 500.
     let stats = server.stats();
@@ -163,10 +163,9 @@ fn events_present_and_arriving_are_delivered_once_and_a_restart_emits_nothing() 
     // A restart over the same filters, with every event still on the server.
     let again = Pipe::start(&server, state.path(), &[]);
     again.wait_ready();
-    let (status, log) = again.stop();
-    assert!(status.success(), "{status:?}\n{log}");
+    let (after_restart, log) = again.stop();
     assert_eq!(
-        count_lines(&state.path().join("events.jsonl")),
+        after_restart.len(),
         lines.len(),
         "the restart re-emitted events\n{log}"
     );
@@ -202,13 +201,12 @@ fn compaction_mid_stream_and_on_resume_relists_without_loss_or_repeat() {
     server.compact();
     server.resume_listening();
     pipe.wait_lines(expected.len());
-    let (status, log) = pipe.stop();
-    assert!(status.success(), "{status:?}\n{log}");
+    let (lines, log) = pipe.stop();
     assert!(
         server.stats().list_requests > lists_before,
         "no relist\n{log}"
     );
-    assert_lines_exactly_once(&file_lines(&state.path().join("events.jsonl")), &expected);
+    assert_lines_exactly_once(&lines, &expected);
 }
 
 #[test]
@@ -227,9 +225,8 @@ fn ten_seconds_of_refused_connections_lose_nothing_and_log_once() {
         outage.elapsed() >= Duration::from_secs(10),
         "delivered while refusing connections"
     );
-    let (status, log) = pipe.stop();
-    assert!(status.success(), "{status:?}\n{log}");
-    assert_lines_exactly_once(&file_lines(&state.path().join("events.jsonl")), &expected);
+    let (lines, log) = pipe.stop();
+    assert_lines_exactly_once(&lines, &expected);
     // Several attempts failed, but the log says so once per kind of failure, then recovers.
     let warnings = log.matches("retrying with backoff").count();
     assert!((1..=2).contains(&warnings), "{warnings} warnings\n{log}");
@@ -260,9 +257,7 @@ fn namespaces_and_selectors_narrow_what_is_delivered() {
         let state = tempfile::tempdir().unwrap();
         let pipe = Pipe::start(&server, state.path(), extra);
         pipe.wait_ready();
-        let (status, log) = pipe.stop();
-        assert!(status.success(), "{status:?}\n{log}");
-        file_lines(&state.path().join("events.jsonl"))
+        pipe.stop().0
     };
 
     let lines = run(&[
@@ -394,7 +389,6 @@ fn watches_that_end_at_once_and_empty_make_it_relist_with_backoff() {
         "{requests} requests in 10 s of stale watches"
     );
     pipe.wait_lines(expected.len());
-    let (status, log) = pipe.stop();
-    assert!(status.success(), "{status:?}\n{log}");
-    assert_lines_exactly_once(&file_lines(&state.path().join("events.jsonl")), &expected);
+    let (lines, _) = pipe.stop();
+    assert_lines_exactly_once(&lines, &expected);
 }

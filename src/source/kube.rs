@@ -60,7 +60,7 @@ pub async fn start(
     tx: mpsc::Sender<SourceMsg>,
     health: Arc<SourceHealth>,
 ) -> Result<(), SourceError> {
-    let client = connect(config).await?;
+    let (client, url) = connect(config).await?;
     let scopes: Vec<Scope> = if config.namespaces.is_empty() {
         vec![Scope(None)]
     } else {
@@ -71,10 +71,10 @@ pub async fn start(
             .collect()
     };
     for scope in &scopes {
-        probe(&client, scope, config).await?;
+        probe(&client, scope, config, &url).await?;
     }
     info!(
-        server = %client_url(config).await.unwrap_or_default(),
+        server = %url,
         scopes = %scopes.iter().map(Scope::to_string).collect::<Vec<_>>().join(", "),
         "watching events"
     );
@@ -82,6 +82,7 @@ pub async fn start(
     for scope in scopes {
         let watcher = Watcher {
             client: client.clone(),
+            url: url.clone(),
             path: scope.path(),
             scope,
             tx: tx.clone(),
@@ -98,10 +99,13 @@ pub async fn start(
 }
 
 /// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
-/// service account, in that order.
-async fn connect(config: &KubeConfig) -> Result<Client, SourceError> {
+/// service account, in that order, and the API server's URL for messages.
+async fn connect(config: &KubeConfig) -> Result<(Client, Arc<str>), SourceError> {
     let kube_config = load_config(config).await?;
-    Client::try_from(kube_config).map_err(|e| SourceError::KubeConfig(e.to_string()))
+    let url: Arc<str> = kube_config.cluster_url.to_string().into();
+    let client =
+        Client::try_from(kube_config).map_err(|e| SourceError::KubeConfig(e.to_string()))?;
+    Ok((client, url))
 }
 
 async fn load_config(config: &KubeConfig) -> Result<kube::Config, SourceError> {
@@ -134,16 +138,14 @@ async fn load_config(config: &KubeConfig) -> Result<kube::Config, SourceError> {
     }
 }
 
-async fn client_url(config: &KubeConfig) -> Option<String> {
-    load_config(config)
-        .await
-        .ok()
-        .map(|c| c.cluster_url.to_string())
-}
-
 /// One list of a single event, to fail at startup with a clear message rather than retry
 /// forever in a pod that can never work.
-async fn probe(client: &Client, scope: &Scope, config: &KubeConfig) -> Result<(), SourceError> {
+async fn probe(
+    client: &Client,
+    scope: &Scope,
+    config: &KubeConfig,
+    url: &str,
+) -> Result<(), SourceError> {
     let params = ListParams {
         limit: Some(1),
         field_selector: config.field_selector.clone(),
@@ -155,17 +157,12 @@ async fn probe(client: &Client, scope: &Scope, config: &KubeConfig) -> Result<()
         .map_err(|e| SourceError::KubeConfig(e.to_string()))?;
     match client.request_text(request).await {
         Ok(_) => Ok(()),
-        Err(e) => Err(startup_error(e, "list", scope, config).await),
+        Err(e) => Err(startup_error(e, "list", scope, url)),
     }
 }
 
 /// Turns a failure at startup into the message an operator needs.
-async fn startup_error(
-    e: kube::Error,
-    verb: &'static str,
-    scope: &Scope,
-    config: &KubeConfig,
-) -> SourceError {
+fn startup_error(e: kube::Error, verb: &'static str, scope: &Scope, url: &str) -> SourceError {
     match e {
         kube::Error::Api(status) if status.code == 403 => SourceError::Forbidden {
             verb,
@@ -183,7 +180,7 @@ async fn startup_error(
             message: status.message.clone(),
         },
         other => SourceError::Unreachable {
-            url: client_url(config).await.unwrap_or_default(),
+            url: url.to_string(),
             reason: error_chain(&other),
         },
     }
@@ -403,6 +400,8 @@ enum LineOutcome {
 /// A watcher of one scope: list, then watch; relist when the history is gone.
 struct Watcher {
     client: Client,
+    /// The API server, for messages.
+    url: Arc<str>,
     scope: Scope,
     path: String,
     tx: mpsc::Sender<SourceMsg>,
@@ -479,7 +478,7 @@ impl Watcher {
                         && let kube::Error::Api(s) = &e
                         && matches!(s.code, 401 | 403)
                     {
-                        let err = startup_error(e, "list", &self.scope, &self.config).await;
+                        let err = startup_error(e, "list", &self.scope, &self.url);
                         self.fail(err).await;
                         return None;
                     }
@@ -572,7 +571,7 @@ impl Watcher {
                     && let kube::Error::Api(s) = &e
                     && matches!(s.code, 401 | 403)
                 {
-                    let err = startup_error(e, "watch", &self.scope, &self.config).await;
+                    let err = startup_error(e, "watch", &self.scope, &self.url);
                     self.fail(err).await;
                     return WatchEnd::Stop;
                 }
@@ -751,17 +750,19 @@ impl WatchReader {
         mut record: impl FnMut(Change, Box<RawValue>) -> Option<EventRecord>,
     ) -> Option<ReadEnd> {
         let mut rest = chunk;
-        let mut last_object: Option<Box<RawValue>> = None;
+        // Whether the last line of this read that carried a resourceVersion was an event (its
+        // record is then the batch's last) rather than a bookmark.
+        let mut last_is_event = false;
         let mut end = None;
         while let Some(pos) = memchr::memchr(b'\n', rest) {
             let (line, after) = rest.split_at(pos);
             rest = &after[1..];
             let outcome = if self.partial.is_empty() {
-                self.line(line, &mut record, &mut last_object)
+                self.line(line, &mut record, &mut last_is_event)
             } else {
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
-                let outcome = self.line(&whole, &mut record, &mut last_object);
+                let outcome = self.line(&whole, &mut record, &mut last_is_event);
                 whole.clear();
                 self.partial = whole;
                 outcome
@@ -789,9 +790,7 @@ impl WatchReader {
             }
         }
         // One resourceVersion parse per read, not per event: only the last one matters.
-        if let Some(object) = last_object
-            && let Some(v) = resource_version(&object)
-        {
+        if last_is_event && let Some(v) = self.batch.last().and_then(|r| resource_version(&r.raw)) {
             self.version = Some(v);
         }
         end
@@ -801,7 +800,7 @@ impl WatchReader {
         &mut self,
         line: &[u8],
         record: &mut impl FnMut(Change, Box<RawValue>) -> Option<EventRecord>,
-        last_object: &mut Option<Box<RawValue>>,
+        last_is_event: &mut bool,
     ) -> LineOutcome {
         let line = line.trim_ascii();
         if line.is_empty() {
@@ -825,7 +824,7 @@ impl WatchReader {
                 self.received += 1;
                 if let Some(v) = resource_version(envelope.object) {
                     self.version = Some(v);
-                    *last_object = None;
+                    *last_is_event = false;
                 }
                 return LineOutcome::Continue;
             }
@@ -846,8 +845,8 @@ impl WatchReader {
         self.received += 1;
         let object = envelope.object.to_owned();
         if let Some(r) = record(change, object) {
-            *last_object = Some(r.raw.clone());
             self.batch.push(r);
+            *last_is_event = true;
         }
         LineOutcome::Continue
     }
