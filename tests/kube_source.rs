@@ -78,6 +78,14 @@ impl Pipe {
     }
 }
 
+/// A pipe with default options in a fresh state directory, once it is ready.
+fn ready_pipe(server: &ApiServer) -> (tempfile::TempDir, Pipe) {
+    let state = tempfile::tempdir().unwrap();
+    let pipe = Pipe::start(server, state.path(), &[]);
+    pipe.wait_ready();
+    (state, pipe)
+}
+
 /// An old-style event as the kubelet writes it.
 fn event(ns: &str, name: &str, count: u64, kind: &str, kind_of: &str) -> Value {
     json!({
@@ -128,9 +136,7 @@ fn events_present_and_arriving_are_delivered_once_and_a_restart_emits_nothing() 
     let mut expected = present(&server);
     assert!(expected.len() >= 10_000, "{} present", expected.len());
 
-    let state = tempfile::tempdir().unwrap();
-    let pipe = Pipe::start(&server, state.path(), &[]);
-    pipe.wait_ready();
+    let (state, pipe) = ready_pipe(&server);
     // Ready means delivered: every listed event is in the file by then.
     assert_eq!(count_lines(&pipe.out), expected.len());
 
@@ -175,9 +181,7 @@ fn events_present_and_arriving_are_delivered_once_and_a_restart_emits_nothing() 
 fn compaction_mid_stream_and_on_resume_relists_without_loss_or_repeat() {
     let server = ApiServer::start();
     let mut expected = add_events(&server, "early", 200);
-    let state = tempfile::tempdir().unwrap();
-    let pipe = Pipe::start(&server, state.path(), &[]);
-    pipe.wait_ready();
+    let (_state, pipe) = ready_pipe(&server);
 
     // Mid-stream: the open watch is behind the head when history is compacted away, so the
     // server ends it with a 410 ERROR event.
@@ -213,9 +217,7 @@ fn compaction_mid_stream_and_on_resume_relists_without_loss_or_repeat() {
 fn ten_seconds_of_refused_connections_lose_nothing_and_log_once() {
     let server = ApiServer::start();
     let mut expected = add_events(&server, "before", 300);
-    let state = tempfile::tempdir().unwrap();
-    let pipe = Pipe::start(&server, state.path(), &[]);
-    pipe.wait_ready();
+    let (_state, pipe) = ready_pipe(&server);
 
     let outage = Instant::now();
     server.refuse_connections(Duration::from_secs(10));
@@ -347,9 +349,7 @@ fn watches_that_end_at_once_and_empty_make_it_relist_with_backoff() {
     let server = ApiServer::start();
     server.set_stale_watch(StaleWatch::EmptyOk);
     let mut expected = add_events(&server, "first", 200);
-    let state = tempfile::tempdir().unwrap();
-    let pipe = Pipe::start(&server, state.path(), &[]);
-    pipe.wait_ready();
+    let (_state, pipe) = ready_pipe(&server);
 
     // The pipe's resourceVersion goes stale while it cannot connect; the server then answers
     // its watch with 200 and an empty, closed stream instead of a 410.
