@@ -6,19 +6,18 @@
 
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::encode::json::LineEncoder;
-use crate::event::{EventRecord, OccurrenceKey};
+use crate::event::{EventRecord, OccurrenceKey, RawJson};
 
 /// An event accepted by the dedup stage, with the prior version of its object when the output
 /// format wants one.
 #[derive(Debug)]
 pub struct Accepted {
     pub record: EventRecord,
-    pub prior: Option<Box<RawValue>>,
+    pub prior: Option<RawJson>,
 }
 
 /// Encoded lines and the occurrence keys they deliver.
@@ -66,7 +65,7 @@ pub async fn run(
             for accepted in received.drain(..) {
                 encoder.encode(
                     &accepted.record,
-                    accepted.prior.as_deref(),
+                    accepted.prior.as_ref(),
                     &mut current.bytes,
                 );
                 if accepted.record.is_occurrence() {
@@ -105,8 +104,7 @@ mod tests {
     fn accepted(i: u64) -> Accepted {
         let json = format!(r#"{{"metadata":{{"name":"e{i}","namespace":"d"}}}}"#);
         Accepted {
-            record: EventRecord::from_raw(Change::Added, RawValue::from_string(json).unwrap())
-                .unwrap(),
+            record: EventRecord::from_json(Change::Added, &json).unwrap(),
             prior: None,
         }
     }

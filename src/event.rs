@@ -2,14 +2,17 @@
 //!
 //! The event's JSON is kept exactly as the source delivered it. Typed deserialization of a whole
 //! Event would drop fields this version does not know (and cost time on every event); only the few
-//! fields the pipe needs are borrowed out of the raw text.
+//! fields the pipe needs are read out of the raw text, by the one pass in `scan` that also checks it.
 
 use std::fmt;
 
-use serde::Deserialize;
+use std::ops::Range;
+
 use serde_json::value::RawValue;
 use thiserror::Error;
 use xxhash_rust::xxh3::xxh3_128;
+
+use crate::scan::{self, EventFields};
 
 /// One occurrence of an event: `namespace/name/count`, hashed with xxh3-128.
 ///
@@ -88,82 +91,134 @@ pub enum EventError {
     MissingName,
 }
 
+/// An Event object's JSON text, exactly as received (or with the `kind` and `apiVersion` a list
+/// item lacks put back), checked to be valid JSON by the scanner that read its fields.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One event as received, plus what the pipe derived from it.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     pub change: Change,
-    /// The Event object exactly as received (may span lines; sinks compact it).
-    pub raw: Box<RawValue>,
+    /// The Event object as received (may span lines; sinks compact it).
+    pub raw: RawJson,
     pub namespace: String,
     pub name: String,
     /// The occurrence number: `series.count`, else `count` if > 0, else 1.
     pub count: u64,
     pub key: OccurrenceKey,
+    /// Where `metadata.resourceVersion`'s text is in `raw`: a watch resumes from the last one.
+    resource_version: Option<Range<usize>>,
 }
 
-/// The fields the key needs, borrowed from the raw text; everything else is skipped unparsed.
-#[derive(Deserialize)]
-struct KeyFields<'a> {
-    #[serde(borrow, default)]
-    metadata: Option<Meta<'a>>,
-    #[serde(borrow, default)]
-    count: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    series: Option<Series<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Meta<'a> {
-    #[serde(borrow, default)]
-    name: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    namespace: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Series<'a> {
-    #[serde(borrow, default)]
-    count: Option<&'a RawValue>,
-}
-
-/// A count field as an occurrence number: only positive integers count. Anything else (null,
-/// zero, negative, fractional, a string) reads as absent rather than failing the event, because
+/// A count field as an occurrence number: only positive integers count. Anything else (zero,
+/// negative, fractional, null, a string) reads as absent rather than failing the event, because
 /// a malformed count must not cost the operator the event itself.
-fn positive(n: Option<&RawValue>) -> Option<u64> {
-    n.and_then(|n| n.get().parse::<u64>().ok())
-        .filter(|&c| c > 0)
+fn positive(n: Option<&str>) -> Option<u64> {
+    n.and_then(|n| n.parse::<u64>().ok()).filter(|&c| c > 0)
 }
+
+/// The start of a list item's object once its type fields are put back.
+const TYPE_META: &str = "{\"kind\":\"Event\",\"apiVersion\":\"v1\"";
 
 impl EventRecord {
     /// Builds the record from an Event object's raw JSON.
-    pub fn from_raw(change: Change, raw: Box<RawValue>) -> Result<Self, EventError> {
-        let fields: KeyFields<'_> =
-            serde_json::from_str(raw.get()).map_err(|e| EventError::NotAnObject(e.to_string()))?;
-        let meta = fields.metadata.ok_or(EventError::MissingName)?;
-        let name = match meta.name {
+    pub fn from_raw(change: Change, raw: &RawValue) -> Result<Self, EventError> {
+        Self::from_json(change, raw.get())
+    }
+
+    /// Builds the record from an Event object's JSON text, checking it in the same pass that
+    /// reads the key's fields.
+    pub fn from_json(change: Change, text: &str) -> Result<Self, EventError> {
+        let fields = scan::event(text).map_err(|e| EventError::NotAnObject(e.to_string()))?;
+        let start = text.len() - text.trim_start().len();
+        let end = text.trim_end().len();
+        Self::from_scanned(change, text, start..end, &fields, false)
+    }
+
+    /// Builds the record from an object the scanner already read inside `src` (a list page or
+    /// a watch line), copying its text once. List items lack `kind` and `apiVersion` (the list
+    /// carries them) while watch objects have them; lines of both must look the same to whoever
+    /// reads them, so `add_type_meta` puts the two fields back, first, as a watch writes them.
+    pub fn from_scanned(
+        change: Change,
+        src: &str,
+        span: Range<usize>,
+        fields: &EventFields,
+        add_type_meta: bool,
+    ) -> Result<Self, EventError> {
+        let name = match fields.name.as_ref().map(|t| t.value(src)) {
             Some(n) if !n.is_empty() => n.into_owned(),
             _ => return Err(EventError::MissingName),
         };
-        let namespace = meta.namespace.map(|n| n.into_owned()).unwrap_or_default();
+        let namespace = fields
+            .namespace
+            .as_ref()
+            .map(|t| t.value(src).into_owned())
+            .unwrap_or_default();
         // New-style events (events.k8s.io recorders) leave `count` unset and report repeats in
         // `series.count`, which jumps when the recorder flushes; it wins whenever it is set.
-        let count = positive(fields.series.and_then(|s| s.count))
-            .or_else(|| positive(fields.count))
+        let number = |r: &Option<Range<usize>>| r.as_ref().map(|r| &src[r.clone()]);
+        let count = positive(number(&fields.series_count))
+            .or_else(|| positive(number(&fields.count)))
             .unwrap_or(1);
         let key = OccurrenceKey::new(&namespace, &name, count);
+        let object = &src[span.clone()];
+        let (raw, moved) = if add_type_meta && !fields.has_type_meta && object.starts_with('{') {
+            // Only objects without either field come from lists; one with just one of them is
+            // left alone rather than given a duplicate key.
+            let rest = &object[1..];
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            let mut text = String::with_capacity(object.len() + TYPE_META.len() + 1);
+            text.push_str(TYPE_META);
+            text.push_str(sep);
+            text.push_str(rest);
+            (text.into_boxed_str(), TYPE_META.len() + sep.len() - 1)
+        } else {
+            (Box::from(object), 0)
+        };
+        let resource_version = fields
+            .resource_version
+            .as_ref()
+            .map(|t| t.range.start - span.start + moved..t.range.end - span.start + moved);
         Ok(EventRecord {
             change,
-            raw,
+            raw: RawJson(raw),
             namespace,
             name,
             count,
             key,
+            resource_version,
         })
     }
 
     /// Whether this record is an occurrence at all (deletions are TTL expiry, not news).
     pub fn is_occurrence(&self) -> bool {
         self.change != Change::Deleted
+    }
+
+    /// The object's `metadata.resourceVersion`, as written (versions never hold escapes).
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version
+            .as_ref()
+            .map(|r| &self.raw.get()[r.clone()])
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -173,7 +228,7 @@ mod tests {
 
     fn rec(change: Change, json: &str) -> EventRecord {
         let raw = RawValue::from_string(json.to_string()).unwrap();
-        EventRecord::from_raw(change, raw).unwrap()
+        EventRecord::from_raw(change, &raw).unwrap()
     }
 
     fn old_style(ns: &str, name: &str, count: u64) -> String {
@@ -292,13 +347,13 @@ mod tests {
         ] {
             let raw = RawValue::from_string(bad.to_string()).unwrap();
             assert_eq!(
-                EventRecord::from_raw(Change::Added, raw).unwrap_err(),
+                EventRecord::from_raw(Change::Added, &raw).unwrap_err(),
                 EventError::MissingName
             );
         }
         let raw = RawValue::from_string("[1,2]".to_string()).unwrap();
         assert!(matches!(
-            EventRecord::from_raw(Change::Added, raw),
+            EventRecord::from_raw(Change::Added, &raw),
             Err(EventError::NotAnObject(_))
         ));
     }
@@ -311,7 +366,7 @@ mod tests {
         let mut new_style = 0;
         for item in items {
             let raw = RawValue::from_string(item.to_string()).unwrap();
-            let r = EventRecord::from_raw(Change::Added, raw).unwrap();
+            let r = EventRecord::from_raw(Change::Added, &raw).unwrap();
             if item.get("count").is_none() {
                 new_style += 1;
                 assert_eq!(r.count, 1);

@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod encode;
 pub mod event;
 pub mod pipeline;
+pub mod scan;
 pub mod signals;
 pub mod sink;
 pub mod source;

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use lru::LruCache;
-use serde_json::value::RawValue;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -36,7 +35,7 @@ use crate::batch::{self, Accepted};
 use crate::config::{Config, OutputFormat, SourceConfig};
 use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
-use crate::event::{EventRecord, OccurrenceKey};
+use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::sink::{self, BatchAck, LineSink, SinkEnd, SinkError};
 use crate::source::{self, SourceBatch, SourceError, SourceHealth, SourceMsg, replay::ReplayStats};
 
@@ -120,7 +119,7 @@ struct DedupStage {
     keys: Vec<OccurrenceKey>,
     in_ring: Vec<bool>,
     flushing: Option<tokio::task::JoinHandle<()>>,
-    priors: Option<LruCache<(String, String), Box<RawValue>>>,
+    priors: Option<LruCache<(String, String), RawJson>>,
     emit_deleted: bool,
     tally: Tally,
     /// Events of acknowledged batches, in order: everything emitted before a point is
@@ -197,7 +196,7 @@ impl DedupStage {
     }
 
     /// Records the latest version of the record's object, returning the one before it.
-    fn remember(&mut self, record: &EventRecord) -> Option<Box<RawValue>> {
+    fn remember(&mut self, record: &EventRecord) -> Option<RawJson> {
         let priors = self.priors.as_mut()?;
         priors.put(
             (record.namespace.clone(), record.name.clone()),

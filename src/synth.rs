@@ -404,7 +404,7 @@ mod tests {
                     other => panic!("unexpected type {other:?}"),
                 };
                 let raw = serde_json::value::to_raw_value(&v["object"]).expect("raw");
-                EventRecord::from_raw(change, raw).expect("an event the pipe accepts")
+                EventRecord::from_raw(change, &raw).expect("an event the pipe accepts")
             })
             .collect()
     }

@@ -4,10 +4,8 @@
 //! spellings survive. Only whitespace between tokens is dropped, and only when the input spans
 //! lines (kubectl's pretty output), because a JSON line must not contain a newline.
 
-use serde_json::value::RawValue;
-
 use crate::config::OutputFormat;
-use crate::event::EventRecord;
+use crate::event::{EventRecord, RawJson};
 
 /// Encodes records as lines, with the options that shape every line.
 #[derive(Debug, Clone)]
@@ -32,7 +30,7 @@ impl LineEncoder {
 
     /// Appends one line (with its newline) for `record` to `out`. `prior` is the previous version
     /// of the same object seen in this run, used by the eventrouter format.
-    pub fn encode(&self, record: &EventRecord, prior: Option<&RawValue>, out: &mut Vec<u8>) {
+    pub fn encode(&self, record: &EventRecord, prior: Option<&RawJson>, out: &mut Vec<u8>) {
         match self.format {
             OutputFormat::Raw => match &self.cluster_field {
                 Some(field) => splice_field(record.raw.get(), field, out),
@@ -110,10 +108,10 @@ mod tests {
     use crate::event::Change;
 
     fn record(change: Change, json: &str) -> EventRecord {
-        EventRecord::from_raw(change, RawValue::from_string(json.into()).unwrap()).unwrap()
+        EventRecord::from_json(change, json).unwrap()
     }
 
-    fn line(enc: &LineEncoder, r: &EventRecord, prior: Option<&RawValue>) -> String {
+    fn line(enc: &LineEncoder, r: &EventRecord, prior: Option<&RawJson>) -> String {
         let mut out = Vec::new();
         enc.encode(r, prior, &mut out);
         String::from_utf8(out).unwrap()
@@ -164,8 +162,8 @@ mod tests {
     fn eventrouter_wraps_with_verb_and_old_event() {
         let enc = LineEncoder::new(OutputFormat::Eventrouter, Some("c1"));
         let new = record(Change::Modified, EVENT);
-        let old = RawValue::from_string(r#"{"metadata":{"name":"a"},"count":1}"#.into()).unwrap();
-        let out = line(&enc, &new, Some(&old));
+        let old = record(Change::Added, r#"{"metadata":{"name":"a"},"count":1}"#);
+        let out = line(&enc, &new, Some(&old.raw));
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["verb"], "UPDATED");
         assert_eq!(v["cluster"], "c1");

@@ -18,15 +18,14 @@ use futures::{AsyncBufRead, AsyncBufReadExt};
 use kube::core::params::{ListParams, WatchParams};
 use kube::core::{Request, Status};
 use kube::{Client, config::KubeConfigOptions};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{SourceError, SourceHealth, SourceMsg};
 use crate::config::KubeConfig;
-use crate::event::{Change, EventRecord};
+use crate::event::{Change, EventError, EventRecord};
+use crate::scan;
 
 /// Records per hand-off, as the replay source: a page or a burst of watch lines is split into
 /// hand-offs of this size; a quieter stream is handed off as each network read ends.
@@ -317,77 +316,6 @@ impl Retry {
 }
 
 /// One page of a list, borrowed from the response text.
-#[derive(Deserialize)]
-struct ListPage<'a> {
-    #[serde(borrow)]
-    metadata: ListMeta<'a>,
-    #[serde(borrow, default)]
-    items: Vec<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ListMeta<'a> {
-    #[serde(rename = "resourceVersion", borrow, default)]
-    resource_version: Option<std::borrow::Cow<'a, str>>,
-    #[serde(rename = "continue", borrow, default)]
-    continue_token: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// One watch line: `{"type": …, "object": …}`.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    object: &'a RawValue,
-}
-
-/// Just an object's resourceVersion (bookmarks, and the last event of a read).
-#[derive(Deserialize)]
-struct VersionOnly<'a> {
-    #[serde(borrow)]
-    metadata: VersionMeta<'a>,
-}
-
-#[derive(Deserialize)]
-struct VersionMeta<'a> {
-    #[serde(rename = "resourceVersion", borrow, default)]
-    resource_version: Option<std::borrow::Cow<'a, str>>,
-}
-
-fn resource_version(object: &RawValue) -> Option<String> {
-    serde_json::from_str::<VersionOnly<'_>>(object.get())
-        .ok()?
-        .metadata
-        .resource_version
-        .filter(|v| !v.is_empty())
-        .map(std::borrow::Cow::into_owned)
-}
-
-/// List items come without `kind` and `apiVersion` (the list carries them); watch objects
-/// have them. Lines of both kinds must look the same to whoever reads them, so list items
-/// get the two fields back, first, as the API server writes them on a watch.
-fn with_type_meta(item: &RawValue) -> Box<RawValue> {
-    let text = item.get();
-    let body = text.trim_start();
-    if body.starts_with("{\"kind\"") || body.starts_with("{\"apiVersion\"") {
-        return item.to_owned();
-    }
-    let Some(rest) = body.strip_prefix('{') else {
-        return item.to_owned();
-    };
-    let sep = if rest.trim_start().starts_with('}') {
-        ""
-    } else {
-        ","
-    };
-    let mut out = String::with_capacity(text.len() + 32);
-    out.push_str("{\"kind\":\"Event\",\"apiVersion\":\"v1\"");
-    out.push_str(sep);
-    out.push_str(rest);
-    RawValue::from_string(out).unwrap_or_else(|_| item.to_owned())
-}
-
 /// What one watch line asked for.
 enum LineOutcome {
     Continue,
@@ -487,7 +415,7 @@ impl Watcher {
                     continue;
                 }
             };
-            let page: ListPage<'_> = match serde_json::from_str(&text) {
+            let page = match scan::list(&text) {
                 Ok(p) => p,
                 Err(e) => {
                     self.note_failure("the API server sent a list that is not an EventList", &e)
@@ -499,19 +427,26 @@ impl Watcher {
             self.health.set_retrying(false);
             self.health.progress();
             listed += page.items.len();
-            let records = page
-                .items
-                .iter()
-                .filter_map(|item| self.record(Change::Added, with_type_meta(item)));
+            let records = page.items.iter().filter_map(|(span, fields)| {
+                self.record(EventRecord::from_scanned(
+                    Change::Added,
+                    &text,
+                    span.clone(),
+                    fields,
+                    true,
+                ))
+            });
             if !self.hand_over(records).await {
                 return None;
             }
-            match page.metadata.continue_token.filter(|c| !c.is_empty()) {
+            let token = page.continue_token.as_ref().map(|t| t.value(&text));
+            match token.filter(|c| !c.is_empty()) {
                 Some(token) => continue_token = Some(token.into_owned()),
                 None => {
                     let version = page
-                        .metadata
                         .resource_version
+                        .as_ref()
+                        .map(|v| v.value(&text))
                         .filter(|v| !v.is_empty())
                         .map(std::borrow::Cow::into_owned);
                     match version {
@@ -655,7 +590,7 @@ impl Watcher {
                 Ok(Ok([])) => Some(ReadEnd::Closed),
                 Ok(Ok(chunk)) => {
                     let n = chunk.len();
-                    let outcome = reader.feed(chunk, |change, object| self.record(change, object));
+                    let outcome = reader.feed(chunk, |result| self.record(result));
                     stream.as_mut().consume(n);
                     outcome
                 }
@@ -677,8 +612,8 @@ impl Watcher {
         }
     }
 
-    fn record(&self, change: Change, object: Box<RawValue>) -> Option<EventRecord> {
-        match EventRecord::from_raw(change, object) {
+    fn record(&self, result: Result<EventRecord, EventError>) -> Option<EventRecord> {
+        match result {
             Ok(r) => Some(r),
             Err(e) => {
                 self.health.malformed.fetch_add(1, Ordering::Relaxed);
@@ -747,7 +682,7 @@ impl WatchReader {
     fn feed(
         &mut self,
         chunk: &[u8],
-        mut record: impl FnMut(Change, Box<RawValue>) -> Option<EventRecord>,
+        mut record: impl FnMut(Result<EventRecord, EventError>) -> Option<EventRecord>,
     ) -> Option<ReadEnd> {
         let mut rest = chunk;
         // Whether the last line of this read that carried a resourceVersion was an event (its
@@ -790,8 +725,8 @@ impl WatchReader {
             }
         }
         // One resourceVersion parse per read, not per event: only the last one matters.
-        if last_is_event && let Some(v) = self.batch.last().and_then(|r| resource_version(&r.raw)) {
-            self.version = Some(v);
+        if last_is_event && let Some(v) = self.batch.last().and_then(|r| r.resource_version()) {
+            self.version = Some(v.to_string());
         }
         end
     }
@@ -799,38 +734,48 @@ impl WatchReader {
     fn line(
         &mut self,
         line: &[u8],
-        record: &mut impl FnMut(Change, Box<RawValue>) -> Option<EventRecord>,
+        record: &mut impl FnMut(Result<EventRecord, EventError>) -> Option<EventRecord>,
         last_is_event: &mut bool,
     ) -> LineOutcome {
         let line = line.trim_ascii();
         if line.is_empty() {
             return LineOutcome::Continue;
         }
-        let envelope: Envelope<'_> = match std::str::from_utf8(line)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
-        {
+        let Ok(text) = std::str::from_utf8(line) else {
+            warn!("skipping a watch line that is not UTF-8");
+            return LineOutcome::Continue;
+        };
+        let envelope = match scan::envelope(text) {
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "skipping a watch line that is not a watch event");
                 return LineOutcome::Continue;
             }
         };
-        let change = match envelope.kind.as_ref() {
+        let (Some(kind), Some((span, fields))) = (envelope.kind, envelope.object) else {
+            warn!("skipping a watch line without a type and an object");
+            return LineOutcome::Continue;
+        };
+        let change = match kind.value(text).as_ref() {
             "ADDED" => Change::Added,
             "MODIFIED" => Change::Modified,
             "DELETED" => Change::Deleted,
             "BOOKMARK" => {
                 self.received += 1;
-                if let Some(v) = resource_version(envelope.object) {
-                    self.version = Some(v);
+                if let Some(v) = fields
+                    .resource_version
+                    .map(|v| v.value(text))
+                    .filter(|v| !v.is_empty())
+                {
+                    self.version = Some(v.into_owned());
                     *last_is_event = false;
                 }
                 return LineOutcome::Continue;
             }
             "ERROR" => {
-                let status: Status = serde_json::from_str(envelope.object.get())
-                    .unwrap_or_else(|_| Status::failure(envelope.object.get(), "Unknown"));
+                let object = &text[span];
+                let status: Status = serde_json::from_str(object)
+                    .unwrap_or_else(|_| Status::failure(object, "Unknown"));
                 return if status.code == 410 {
                     LineOutcome::Gone
                 } else {
@@ -843,8 +788,9 @@ impl WatchReader {
             }
         };
         self.received += 1;
-        let object = envelope.object.to_owned();
-        if let Some(r) = record(change, object) {
+        if let Some(r) = record(EventRecord::from_scanned(
+            change, text, span, &fields, false,
+        )) {
             self.batch.push(r);
             *last_is_event = true;
         }
@@ -856,30 +802,43 @@ impl WatchReader {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).unwrap()
-    }
-
     #[test]
     fn list_items_get_kind_and_api_version_once() {
-        let item = raw(r#"{"metadata":{"name":"a","namespace":"n"},"count":2}"#);
-        assert_eq!(
-            with_type_meta(&item).get(),
-            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a","namespace":"n"},"count":2}"#
+        let page = concat!(
+            r#"{"kind":"EventList","metadata":{"resourceVersion":"9"},"items":["#,
+            r#"{"metadata":{"name":"a","namespace":"n","resourceVersion":"3"},"count":2},"#,
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"b"}},"#,
+            r#"{"apiVersion":"v1","metadata":{"name":"c"}}]}"#
         );
-        let typed = raw(r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a"}}"#);
-        assert_eq!(with_type_meta(&typed).get(), typed.get());
+        let list = scan::list(page).unwrap();
+        let records: Vec<_> = list
+            .items
+            .iter()
+            .map(|(span, f)| {
+                EventRecord::from_scanned(Change::Added, page, span.clone(), f, true).unwrap()
+            })
+            .collect();
         assert_eq!(
-            with_type_meta(&raw("{}")).get(),
-            r#"{"kind":"Event","apiVersion":"v1"}"#
+            records[0].raw.get(),
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a","namespace":"n","resourceVersion":"3"},"count":2}"#
         );
+        assert_eq!(records[0].resource_version(), Some("3"));
+        assert_eq!(records[0].count, 2);
+        assert_eq!(
+            records[1].raw.get(),
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"b"}}"#
+        );
+        // One of the two already there: left as it is rather than given a duplicate key.
+        assert_eq!(
+            records[2].raw.get(),
+            r#"{"apiVersion":"v1","metadata":{"name":"c"}}"#
+        );
+        assert_eq!(list.resource_version.unwrap().value(page), "9");
     }
 
     fn feed_all(reader: &mut WatchReader, chunks: &[&str]) -> Option<ReadEnd> {
         for c in chunks {
-            if let Some(end) = reader.feed(c.as_bytes(), |change, object| {
-                EventRecord::from_raw(change, object).ok()
-            }) {
+            if let Some(end) = reader.feed(c.as_bytes(), Result::ok) {
                 return Some(end);
             }
         }

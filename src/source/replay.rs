@@ -248,9 +248,8 @@ fn classify(value: &RawValue) -> Result<Vec<Result<EventRecord, String>>, String
     let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|_| {
         "expected a JSON object: a watch envelope, an Event or an EventList".to_string()
     })?;
-    let record = |change, raw: &RawValue| {
-        EventRecord::from_raw(change, raw.to_owned()).map_err(|e| e.to_string())
-    };
+    let record =
+        |change, raw: &RawValue| EventRecord::from_raw(change, raw).map_err(|e| e.to_string());
     if let Some(kind) = top.kind_of_change {
         let change = match kind {
             "ADDED" => Change::Added,

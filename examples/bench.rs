@@ -1,0 +1,464 @@
+//! The end-to-end benchmark: the release binary against the test API server over HTTPS, writing
+//! to a file, in three scenarios, each beside the raw rate of the same server.
+//!
+//! ```sh
+//! cargo build --release --bins --examples
+//! target/release/examples/bench --events 100000
+//! ```
+//!
+//! - (a) cold start: N events present, an empty state directory; done at the N-th line.
+//! - (b) steady watch: the pipe is ready on an empty server, then a stream of synthetic
+//!   envelopes (10 % repeats as MODIFIED, 2 % DELETED) arrives; done at the last new line.
+//! - (c) restart over (a)'s state: done when the pipe reports ready; it must write 0 lines.
+//!
+//! The raw rate ("ceiling") is the same list or watch read by a client that only counts bytes
+//! and lines, over the same TLS stack (kube's client), so the pipe's rate is shown as a share of
+//! what the server can send. CPU is the pipe process's user + sys time (wait4's rusage of the
+//! child, minus what it had spent before the clock started in (b)); peak RSS is its VmHWM.
+
+#[path = "../tests/support/fake_api.rs"]
+mod fake_api;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{AsyncBufRead, AsyncBufReadExt};
+use kube::core::Request;
+use kube::core::params::{ListParams, WatchParams};
+use kube_event_pipe::synth::{SynthConfig, generate};
+
+struct Options {
+    events: usize,
+    binary: PathBuf,
+    work: PathBuf,
+    extra: Vec<String>,
+}
+
+fn main() {
+    let options = parse_args();
+    let _ = std::fs::remove_dir_all(&options.work);
+    std::fs::create_dir_all(&options.work)
+        .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", options.work.display())));
+    if !options.binary.exists() {
+        fail(&format!(
+            "{} not found; build it with `cargo build --release --bins --examples`",
+            options.binary.display()
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    println!(
+        "kube-event-pipe end-to-end bench: {} events, binary {}{}",
+        options.events,
+        options.binary.display(),
+        if options.extra.is_empty() {
+            String::new()
+        } else {
+            format!(", extra flags: {}", options.extra.join(" "))
+        }
+    );
+    println!(
+        "{:<28} {:>9} {:>10} {:>12} {:>9} {:>12} {:>10} {:>9}",
+        "scenario", "events", "wall s", "events/s", "ceiling", "CPU µs/ev", "peak RSS", "lines"
+    );
+
+    // (a) and (c): a server holding N events.
+    let server = fake_api::ApiServer::start();
+    let present = fill(&server, options.events);
+    let ceiling = runtime.block_on(raw_list(server.kubeconfig(), present));
+    let state = options.work.join("state-a");
+    let out = options.work.join("out-a.jsonl");
+    let cold = run_pipe(&options, server.kubeconfig(), &state, &out, None, |p| {
+        p.wait_lines(present as u64)
+    });
+    row("(a) cold list", present, &cold, Some(ceiling));
+
+    let out_c = options.work.join("out-c.jsonl");
+    let restart = run_pipe(&options, server.kubeconfig(), &state, &out_c, None, |p| {
+        p.wait_ready()
+    });
+    row("(c) restart, filters present", present, &restart, None);
+    if restart.lines != 0 {
+        fail(&format!(
+            "the restart wrote {} lines; it must write none",
+            restart.lines
+        ));
+    }
+    drop(server);
+
+    // (b): a stream arriving on a watch. One server for the raw client, a fresh one for the pipe.
+    let stream = generate(&SynthConfig {
+        envelopes: options.events,
+        seed: 7,
+        ..SynthConfig::default()
+    });
+    let raw_server = fake_api::ApiServer::start();
+    let ceiling = runtime.block_on(raw_watch(&raw_server, &stream.text, stream.envelopes));
+    drop(raw_server);
+    let server = fake_api::ApiServer::start();
+    let out = options.work.join("out-b.jsonl");
+    let expected = stream.occurrences.len() as u64;
+    let steady = run_pipe(
+        &options,
+        server.kubeconfig(),
+        &options.work.join("state-b"),
+        &out,
+        Some(&|| {
+            server.add_envelopes(&stream.text);
+        }),
+        |p| p.wait_lines(expected),
+    );
+    row("(b) steady watch", stream.envelopes, &steady, Some(ceiling));
+    println!(
+        "(b) delivered {} new occurrences of {} envelopes ({} repeats, {} deletions)",
+        steady.lines, stream.envelopes, stream.duplicates, stream.deletions
+    );
+    if steady.lines != expected || cold.lines != present as u64 {
+        fail("a scenario wrote a different number of lines than expected");
+    }
+    let _ = std::fs::remove_dir_all(&options.work);
+}
+
+/// Adds synthetic envelopes until about `n` events are present; returns how many are.
+fn fill(server: &fake_api::ApiServer, n: usize) -> usize {
+    // Repeats and deletions leave about 55 % of the envelopes as distinct events.
+    let mut envelopes = n * 2;
+    loop {
+        let stream = generate(&SynthConfig {
+            envelopes,
+            seed: 42,
+            ..SynthConfig::default()
+        });
+        server.add_envelopes(&stream.text);
+        let present = server.events().len();
+        if present >= n || envelopes > n * 8 {
+            return present;
+        }
+        envelopes *= 2;
+    }
+}
+
+/// What one measured run of the pipe gave.
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_kib: i64,
+    lines: u64,
+}
+
+fn row(name: &str, events: usize, m: &Measured, ceiling: Option<f64>) {
+    let rate = events as f64 / m.wall.as_secs_f64();
+    let share = ceiling
+        .map(|c| format!("{:.0} %", 100.0 * rate / c))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "{:<28} {:>9} {:>10.3} {:>12.0} {:>9} {:>12.2} {:>7.1} MiB {:>9}",
+        name,
+        events,
+        m.wall.as_secs_f64(),
+        rate,
+        share,
+        m.cpu.as_secs_f64() * 1e6 / events as f64,
+        m.peak_rss_kib as f64 / 1024.0,
+        m.lines
+    );
+    if let Some(c) = ceiling {
+        println!(
+            "{:<28} {:>9} {:>10} {:>12.0}",
+            "    raw read of the same", events, "", c
+        );
+    }
+}
+
+/// The running pipe, and what the bench watches of it.
+struct Pipe {
+    child: Child,
+    out: PathBuf,
+    log: PathBuf,
+    lines: u64,
+    read: u64,
+}
+
+impl Pipe {
+    fn count_lines(&mut self) -> u64 {
+        if let Ok(mut f) = std::fs::File::open(&self.out) {
+            use std::io::Seek;
+            if f.seek(std::io::SeekFrom::Start(self.read)).is_ok() {
+                let mut buf = Vec::new();
+                if f.read_to_end(&mut buf).is_ok() {
+                    self.read += buf.len() as u64;
+                    self.lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
+                }
+            }
+        }
+        self.lines
+    }
+
+    fn wait_lines(&mut self, n: u64) {
+        self.poll(|p| p.count_lines() >= n, &format!("{n} lines"));
+    }
+
+    fn wait_ready(&mut self) {
+        let log = self.log.clone();
+        self.poll(
+            |_| {
+                std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("initial list delivered; ready"))
+            },
+            "the pipe to report ready",
+        );
+    }
+
+    fn poll(&mut self, mut done: impl FnMut(&mut Self) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !done(self) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                fail(&format!(
+                    "the pipe exited ({status}) while waiting for {what}; its log: {}",
+                    self.log.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                fail(&format!("gave up waiting for {what}"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Starts the pipe; once it is ready runs `after_ready` (if given) and starts the clock there,
+/// else the clock starts at spawn; `until` returns when the scenario is done.
+fn run_pipe(
+    options: &Options,
+    kubeconfig: &Path,
+    state: &Path,
+    out: &Path,
+    after_ready: Option<&dyn Fn()>,
+    until: impl FnOnce(&mut Pipe),
+) -> Measured {
+    let log = out.with_extension("log");
+    let started = Instant::now();
+    let child = Command::new(&options.binary)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--persistence-path")
+        .arg(state)
+        .arg("--destination")
+        .arg(out)
+        .arg("--log-level")
+        .arg("INFO")
+        .args(&options.extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", options.binary.display())));
+    let mut pipe = Pipe {
+        child,
+        out: out.to_path_buf(),
+        log,
+        lines: 0,
+        read: 0,
+    };
+    let (clock, cpu_before) = match after_ready {
+        Some(action) => {
+            pipe.wait_ready();
+            let cpu = process_cpu(pipe.child.id());
+            action();
+            (Instant::now(), cpu)
+        }
+        None => (started, Duration::ZERO),
+    };
+    until(&mut pipe);
+    let wall = clock.elapsed();
+    // From /proc, not from rusage: a child's ru_maxrss starts from the parent's size at fork,
+    // and this process holds the test server's events.
+    let peak_rss_kib = peak_rss(pipe.child.id());
+    // SIGTERM: the pipe drains and exits 0; its rusage covers the whole process.
+    unsafe {
+        libc::kill(pipe.child.id() as i32, libc::SIGTERM);
+    }
+    let (status, usage) = wait_with_rusage(pipe.child.id());
+    if status != 0 {
+        fail(&format!(
+            "the pipe exited with status {status}; its log: {}",
+            pipe.log.display()
+        ));
+    }
+    let cpu = timeval(usage.ru_utime) + timeval(usage.ru_stime);
+    Measured {
+        wall,
+        cpu: cpu.saturating_sub(cpu_before),
+        peak_rss_kib,
+        lines: pipe.count_lines(),
+    }
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+fn wait_with_rusage(pid: u32) -> (i32, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data, and wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+    if r < 0 {
+        fail(&format!(
+            "wait4 failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    (code, usage)
+}
+
+/// The peak resident set of a running process (VmHWM), in KiB.
+fn peak_rss(pid: u32) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(-1)
+}
+
+/// user + sys time of a running process, from /proc (clock ticks).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; fields count from after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    // utime and stime are the 14th and 15th fields; index 11 and 12 after the name.
+    Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
+}
+
+async fn client(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// Lists every event in pages of 500 as the pipe does, keeping nothing; events per second.
+async fn raw_list(kubeconfig: &Path, present: usize) -> f64 {
+    let client = client(kubeconfig).await;
+    let started = Instant::now();
+    let mut token: Option<String> = None;
+    loop {
+        let params = ListParams {
+            limit: Some(500),
+            continue_token: token.clone(),
+            ..ListParams::default()
+        };
+        let request = Request::new("/api/v1/events")
+            .list(&params)
+            .expect("request");
+        let text = client.request_text(request).await.expect("list");
+        // The token sits in the list's metadata, before the items.
+        let head = &text[..text.len().min(1024)];
+        token = head
+            .split_once("\"continue\":\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(t, _)| t.to_string());
+        if token.is_none() {
+            break;
+        }
+    }
+    present as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Watches an empty server, then adds the stream and reads it to its last line; events per
+/// second from the add to the last line.
+async fn raw_watch(server: &fake_api::ApiServer, text: &str, lines: usize) -> f64 {
+    let client = client(server.kubeconfig()).await;
+    let version = server.resource_version().to_string();
+    let request = Request::new("/api/v1/events")
+        .watch(&WatchParams::default(), &version)
+        .expect("request");
+    let stream = client.request_stream(request).await.expect("watch");
+    let mut stream = std::pin::pin!(stream);
+    server.add_envelopes(text);
+    let started = Instant::now();
+    let mut seen = 0usize;
+    while seen < lines {
+        let n = match stream.as_mut().fill_buf().await {
+            Ok([]) => fail("the watch ended early"),
+            Ok(chunk) => {
+                seen += memchr::memchr_iter(b'\n', chunk).count();
+                chunk.len()
+            }
+            Err(e) => fail(&format!("reading the watch: {e}")),
+        };
+        stream.as_mut().consume(n);
+    }
+    lines as f64 / started.elapsed().as_secs_f64()
+}
+
+fn parse_args() -> Options {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/release/examples/bench → target/release/kube-event-pipe
+    let default_binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("kube-event-pipe"))
+        .unwrap_or_else(|| PathBuf::from("target/release/kube-event-pipe"));
+    let mut options = Options {
+        events: 100_000,
+        binary: default_binary,
+        work: std::env::temp_dir().join(format!("kep-bench-{}", std::process::id())),
+        extra: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| fail(&format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--events" => {
+                options.events = value()
+                    .replace('_', "")
+                    .parse()
+                    .unwrap_or_else(|_| fail("--events takes a number"))
+            }
+            "--binary" => options.binary = value().into(),
+            "--work-dir" => options.work = value().into(),
+            "--" => {
+                options.extra = args.by_ref().collect();
+                break;
+            }
+            other => fail(&format!(
+                "unknown argument {other}\nusage: bench [--events N] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
+            )),
+        }
+    }
+    options
+}
+
+fn fail(problem: &str) -> ! {
+    eprintln!("error: {problem}");
+    std::process::exit(1);
+}
