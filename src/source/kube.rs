@@ -371,28 +371,45 @@ impl Watcher {
         }
     }
 
+    fn list_request(
+        &self,
+        continue_token: Option<String>,
+    ) -> Result<http::Request<Vec<u8>>, kube::core::request::Error> {
+        let params = ListParams {
+            limit: Some(self.config.list_page_size),
+            continue_token,
+            field_selector: self.config.field_selector.clone(),
+            label_selector: self.config.label_selector.clone(),
+            ..ListParams::default()
+        };
+        Request::new(&self.path).list(&params)
+    }
+
     /// Lists every event of the scope, page by page, handing each page over as it arrives;
     /// returns the list's resourceVersion, or `None` when the pipeline is gone.
     async fn list(&mut self) -> Option<String> {
         let mut continue_token: Option<String> = None;
         let mut listed = 0usize;
         let started = Instant::now();
+        // The next page, requested while this one is handed over: the server's time to build
+        // a page then overlaps the pipe's time to take one in, instead of adding to it.
+        let mut prefetched: Option<tokio::task::JoinHandle<Result<String, kube::Error>>> = None;
         loop {
-            let params = ListParams {
-                limit: Some(self.config.list_page_size),
-                continue_token: continue_token.clone(),
-                field_selector: self.config.field_selector.clone(),
-                label_selector: self.config.label_selector.clone(),
-                ..ListParams::default()
+            let response = match prefetched.take() {
+                Some(next) => match next.await {
+                    Ok(result) => result,
+                    // The task cannot panic or be cancelled here; ask again if it somehow was.
+                    Err(_) => continue,
+                },
+                None => match self.list_request(continue_token.clone()) {
+                    Ok(request) => self.client.request_text(request).await,
+                    Err(e) => {
+                        self.fail(SourceError::KubeConfig(e.to_string())).await;
+                        return None;
+                    }
+                },
             };
-            let request = match Request::new(&self.path).list(&params) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.fail(SourceError::KubeConfig(e.to_string())).await;
-                    return None;
-                }
-            };
-            let text = match self.client.request_text(request).await {
+            let text = match response {
                 Ok(text) => text,
                 Err(kube::Error::Api(status)) if status.code == 410 => {
                     // The continue token outlived the server's history (about 5 minutes):
@@ -427,6 +444,19 @@ impl Watcher {
             self.health.set_retrying(false);
             self.health.progress();
             listed += page.items.len();
+            let token = page
+                .continue_token
+                .as_ref()
+                .map(|t| t.value(&text))
+                .filter(|t| !t.is_empty());
+            if let Some(token) = &token
+                && let Ok(request) = self.list_request(Some(token.to_string()))
+            {
+                let client = self.client.clone();
+                prefetched = Some(tokio::spawn(
+                    async move { client.request_text(request).await },
+                ));
+            }
             let records = page.items.iter().filter_map(|(span, fields)| {
                 self.record(EventRecord::from_scanned(
                     Change::Added,
@@ -437,10 +467,12 @@ impl Watcher {
                 ))
             });
             if !self.hand_over(records).await {
+                if let Some(next) = prefetched.take() {
+                    next.abort();
+                }
                 return None;
             }
-            let token = page.continue_token.as_ref().map(|t| t.value(&text));
-            match token.filter(|c| !c.is_empty()) {
+            match token {
                 Some(token) => continue_token = Some(token.into_owned()),
                 None => {
                     let version = page
