@@ -116,6 +116,62 @@ const FIELDS: &[(&str, &[&str])] = &[
     ("type", &["type"]),
 ];
 
+/// Kinds served for GETs: apiVersion, kind, plural, namespaced.
+pub const KINDS: &[(&str, &str, &str, bool)] = &[
+    ("v1", "Pod", "pods", true),
+    ("v1", "Node", "nodes", false),
+    ("v1", "Service", "services", true),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+    ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "ReplicaSet", "replicasets", true),
+    ("apps/v1", "StatefulSet", "statefulsets", true),
+    ("apps/v1", "DaemonSet", "daemonsets", true),
+    ("batch/v1", "Job", "jobs", true),
+    ("batch/v1", "CronJob", "cronjobs", true),
+];
+
+/// The URL path of an object of a served kind.
+pub fn object_path(api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<String> {
+    let (_, _, plural, namespaced) = KINDS
+        .iter()
+        .find(|(v, k, _, _)| *v == api_version && *k == kind)?;
+    let base = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    Some(if *namespaced {
+        format!("{base}/namespaces/{namespace}/{plural}/{name}")
+    } else {
+        format!("{base}/{plural}/{name}")
+    })
+}
+
+/// The discovery document of one group version, with the served kinds (and events in v1).
+fn resource_list(group_version: &str) -> Value {
+    let mut resources: Vec<Value> = KINDS
+        .iter()
+        .filter(|(v, _, _, _)| *v == group_version)
+        .map(|(_, kind, plural, namespaced)| {
+            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced,
+                   "kind": kind, "verbs": ["get", "list", "watch"]})
+        })
+        .collect();
+    if group_version == "v1" {
+        resources.push(json!({
+            "name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "shortNames": ["ev"]}));
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+           "resources": resources})
+}
+
 /// The versions of one event, oldest first; `None` marks a deletion.
 type Versions = Vec<(u64, Option<Arc<Obj>>)>;
 
@@ -133,6 +189,10 @@ struct Store {
     /// Changes after `compacted`, in resourceVersion order.
     log: Vec<(u64, LogEntry)>,
     forbidden: HashSet<String>,
+    /// Objects other than events, for GETs (enrichment), by their URL path.
+    objects_by_path: HashMap<String, Value>,
+    /// Resources (plural names) every GET of which is answered 403.
+    forbidden_resources: HashSet<String>,
     delay: Duration,
     stale: StaleWatch,
     stats: Stats,
@@ -465,16 +525,40 @@ async fn handle(
                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]})
             .to_string(),
         ),
-        "/apis" => json_response(
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}).to_string(),
-        ),
-        "/api/v1" => json_response(
-            json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [{
-                "name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-                "shortNames": ["ev"]}]})
-            .to_string(),
-        ),
+        "/apis" => {
+            let groups: Vec<Value> = ["apps", "batch"]
+                .iter()
+                .map(|g| {
+                    let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+                    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+                })
+                .collect();
+            json_response(
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}).to_string(),
+            )
+        }
+        "/api/v1" => json_response(resource_list("v1").to_string()),
+        "/apis/apps/v1" => json_response(resource_list("apps/v1").to_string()),
+        "/apis/batch/v1" => json_response(resource_list("batch/v1").to_string()),
+        p if !p.ends_with("/events") => {
+            let s = inner.store();
+            let plural = p.rsplit('/').nth(1).unwrap_or_default();
+            if s.forbidden_resources.contains(plural) {
+                return Ok(status(
+                    403,
+                    "Forbidden",
+                    &format!("{plural} is forbidden: User \"{user}\" cannot get resource \"{plural}\""),
+                ));
+            }
+            match s.objects_by_path.get(p) {
+                Some(object) => json_response(object.to_string()),
+                None => status(
+                    404,
+                    "NotFound",
+                    &format!("{plural} \"{}\" not found", p.rsplit('/').next().unwrap_or_default()),
+                ),
+            }
+        }
         p => {
             let namespace = if p == "/api/v1/events" {
                 None
@@ -881,6 +965,8 @@ impl ApiServer {
                 objects: BTreeMap::new(),
                 log: Vec::new(),
                 forbidden: HashSet::new(),
+                objects_by_path: HashMap::new(),
+                forbidden_resources: HashSet::new(),
                 delay: Duration::ZERO,
                 stale: StaleWatch::Gone,
                 stats: Stats::default(),
@@ -997,6 +1083,35 @@ impl ApiServer {
             self.changed(rv);
         }
         rv
+    }
+
+    /// Stores an object of a served kind (see `KINDS`) for GETs; returns its path.
+    pub fn put_object(&self, object: Value) -> String {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let path = object_path(
+            &text(&object["apiVersion"]),
+            &text(&object["kind"]),
+            &text(&object["metadata"]["namespace"]),
+            &text(&object["metadata"]["name"]),
+        )
+        .expect("an object of a served kind");
+        self.inner
+            .store()
+            .objects_by_path
+            .insert(path.clone(), object);
+        path
+    }
+
+    pub fn remove_object(&self, path: &str) {
+        self.inner.store().objects_by_path.remove(path);
+    }
+
+    /// Answers every GET of this resource (plural, e.g. `deployments`) with 403.
+    pub fn forbid_resource(&self, plural: &str) {
+        self.inner
+            .store()
+            .forbidden_resources
+            .insert(plural.to_string());
     }
 
     pub fn resource_version(&self) -> u64 {
