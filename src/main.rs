@@ -13,7 +13,6 @@ use kube_event_pipe::config::{self, Cli, Command, LogFormat, SourceConfig};
 use kube_event_pipe::health::Health;
 use kube_event_pipe::{dedup, pipeline, signals, telemetry};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -74,7 +73,6 @@ fn run(config: config::Config) -> anyhow::Result<()> {
         let reopen = Arc::new(AtomicBool::new(false));
         signals::install(shutdown.clone(), reopen.clone())
             .context("cannot install signal handlers")?;
-        info!(config = %config.redacted(), "effective configuration");
         let health = Health::default();
         if let Some(addr) = config.listen {
             let recorder = telemetry::install_recorder()?;

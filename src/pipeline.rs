@@ -408,6 +408,8 @@ pub async fn run(
     let mut accepted_tx = Some(accepted_tx);
     let mut end = EndReason::InputEnded;
     let mut source_failure: Option<SourceError> = None;
+    // Once the source and sinks are open: a start that fails prints its one error line alone.
+    info!(config = %config.redacted(), "effective configuration");
     info!(
         generations = stage.ring.generations().len(),
         "pipeline running"

@@ -163,6 +163,17 @@ fn metrics_during_a_replay_count_what_was_sent() {
     // Replay may idle for ever: alive, and (not a kube source) never ready by a list.
     assert_eq!(get(addr, "/healthz").map(|r| r.0), Some(200));
 
+    let log = std::fs::read_to_string(&run.log).unwrap();
+    let config_line = log
+        .lines()
+        .find(|l| l.contains("effective configuration"))
+        .expect("the effective configuration is logged");
+    assert!(
+        config_line.contains("listen=127.0.0.1:0 metrics_by_reason=true"),
+        "{config_line}"
+    );
+    assert_eq!(log.matches("effective configuration").count(), 1);
+
     drop(stdin);
     let status = wait_exit(&mut run.child);
     assert!(status.success(), "{status:?}");
