@@ -10,6 +10,8 @@ pub mod config;
 pub mod dedup;
 pub mod encode;
 pub mod event;
+pub mod health;
+pub mod metrics;
 pub mod pipeline;
 pub mod scan;
 pub mod signals;

@@ -5,12 +5,13 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use kube_event_pipe::config::{self, Cli, Command, LogFormat};
-use kube_event_pipe::{dedup, pipeline, signals, source, telemetry};
+use kube_event_pipe::config::{self, Cli, Command, LogFormat, SourceConfig};
+use kube_event_pipe::health::Health;
+use kube_event_pipe::{dedup, pipeline, signals, telemetry};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -72,7 +73,25 @@ fn run(config: config::Config) -> anyhow::Result<()> {
         let reopen = Arc::new(AtomicBool::new(false));
         signals::install(shutdown.clone(), reopen.clone())
             .context("cannot install signal handlers")?;
-        let health = Arc::new(source::SourceHealth::default());
+        let health = Health::default();
+        if let Some(addr) = config.listen {
+            let recorder = telemetry::install_recorder()?;
+            // A watch renews every `watch_timeout` and the API server sends bookmarks within
+            // it, so two of them without any sign of life is a wedge, not a quiet cluster.
+            let stall = match &config.source {
+                SourceConfig::Kube(k) => Some((2 * k.watch_timeout).max(Duration::from_secs(600))),
+                SourceConfig::Replay(_) => None,
+            };
+            // Its own token: the probes keep answering while the pipe drains on SIGTERM.
+            telemetry::serve(
+                addr,
+                recorder,
+                health.clone(),
+                stall,
+                CancellationToken::new(),
+            )
+            .await?;
+        }
         pipeline::run(&config, shutdown, reopen, health).await?;
         Ok(())
     })

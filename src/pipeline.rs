@@ -36,6 +36,11 @@ use crate::config::{Config, OutputFormat, SourceConfig};
 use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
+use crate::health::Health;
+use crate::metrics::{
+    DEDUP_CORRUPT_FILES, DEDUP_FILL_RATIO, DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED,
+    LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS, ReasonCounters,
+};
 use crate::sink::{self, BatchAck, LineSink, SinkEnd, SinkError};
 use crate::source::{self, SourceBatch, SourceError, SourceHealth, SourceMsg, replay::ReplayStats};
 
@@ -127,6 +132,37 @@ struct DedupStage {
     acked_events: u64,
     /// The emitted count when the source's first complete list had been received.
     ready_at: Option<u64>,
+    meters: StageMeters,
+}
+
+/// The dedup stage's metric handles, obtained once; counters move once per hand-off.
+struct StageMeters {
+    received: metrics::Counter,
+    duplicates: metrics::Counter,
+    last_event: metrics::Gauge,
+    generations: metrics::Gauge,
+    /// One per generation slot, newest first, so the series stay bounded across rotations.
+    fill_ratio: Vec<metrics::Gauge>,
+    corrupt: metrics::Counter,
+    malformed: metrics::Counter,
+    by_reason: Option<ReasonCounters>,
+}
+
+impl StageMeters {
+    fn new(source: &'static str, generations: usize, by_reason: bool) -> Self {
+        StageMeters {
+            received: metrics::counter!(EVENTS_RECEIVED, "source" => source),
+            duplicates: metrics::counter!(DUPLICATES_DROPPED),
+            last_event: metrics::gauge!(LAST_EVENT_TIMESTAMP),
+            generations: metrics::gauge!(DEDUP_GENERATIONS),
+            fill_ratio: (0..generations)
+                .map(|g| metrics::gauge!(DEDUP_FILL_RATIO, "generation" => g.to_string()))
+                .collect(),
+            corrupt: metrics::counter!(DEDUP_CORRUPT_FILES),
+            malformed: metrics::counter!(MALFORMED_EVENTS),
+            by_reason: by_reason.then(ReasonCounters::default),
+        }
+    }
 }
 
 impl DedupStage {
@@ -144,7 +180,15 @@ impl DedupStage {
         self.keys.extend(batch.iter().map(|r| r.key));
         let mut in_ring = std::mem::take(&mut self.in_ring);
         self.ring.contains_many(&self.keys, &mut in_ring);
+        if !batch.is_empty() {
+            self.meters.received.increment(batch.len() as u64);
+            self.meters.last_event.set(unix_seconds());
+        }
+        let duplicates_before = self.tally.duplicates;
         let keep_going = self.accept_checked(batch, &in_ring, out, shutdown).await;
+        self.meters
+            .duplicates
+            .increment(self.tally.duplicates - duplicates_before);
         self.in_ring = in_ring;
         keep_going
     }
@@ -189,6 +233,11 @@ impl DedupStage {
                     }
                 },
             };
+            if let Some(by_reason) = &mut self.meters.by_reason
+                && key.is_some()
+            {
+                by_reason.count(record.raw.get());
+            }
             permit.send(Accepted { record, prior });
             self.tally.emitted += 1;
         }
@@ -238,6 +287,7 @@ impl DedupStage {
         if let Err(e) = self.ring.rotate_if_due() {
             error!(error = %e, "filter rotation failed; keeping the current generation");
         }
+        self.observe_ring();
         if self.flushing.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
@@ -254,6 +304,21 @@ impl DedupStage {
         }));
     }
 
+    /// Refreshes the filter gauges. Runs on the sync timer: the fill ratio counts the bits of
+    /// every generation (a few MiB), too much for every hand-off and cheap every few seconds.
+    fn observe_ring(&self) {
+        let generations = self.ring.generations();
+        self.meters.generations.set(generations.len() as f64);
+        for (slot, gauge) in self.meters.fill_ratio.iter().enumerate() {
+            let fill = generations
+                .len()
+                .checked_sub(slot + 1)
+                .map_or(0.0, |i| generations[i].fill_ratio);
+            gauge.set(fill);
+        }
+        self.meters.corrupt.absolute(self.ring.quarantined_total());
+    }
+
     /// The last flush, on the way out: waits for a running one, then syncs what is left.
     async fn flush_all(&mut self) -> Result<(), DedupError> {
         if let Some(running) = self.flushing.take() {
@@ -264,14 +329,17 @@ impl DedupStage {
 }
 
 /// Runs the pipe until its input ends, `shutdown` is cancelled, stdout closes or the source
-/// fails for good. `reopen` is raised by SIGHUP and read by the file sinks; `health` is marked
-/// ready once the source's first complete list is delivered.
+/// fails for good. `reopen` is raised by SIGHUP and read by the file sinks; `health.source` is
+/// marked ready once the source's first complete list is delivered, and the sinks report their
+/// failures in `health.sinks`.
 pub async fn run(
     config: &Config,
     shutdown: CancellationToken,
     reopen: Arc<AtomicBool>,
-    health: Arc<SourceHealth>,
+    health: Health,
 ) -> Result<Report, PipelineError> {
+    let sink_health = health.sinks.clone();
+    let health = health.source;
     // The source first: a wrong input path or an unreachable cluster must not leave a new
     // filter file behind.
     let (source_tx, mut source_rx) = mpsc::channel::<SourceMsg>(SOURCE_QUEUE);
@@ -307,7 +375,7 @@ pub async fn run(
         config.batch_size,
         config.batch_interval,
     ));
-    let sink_thread = sink::spawn(sinks, batch_rx, ack_tx)?;
+    let sink_thread = sink::spawn(sinks, batch_rx, ack_tx, sink_health)?;
 
     let mut stage = DedupStage {
         ring,
@@ -321,7 +389,16 @@ pub async fn run(
         tally: Tally::default(),
         acked_events: 0,
         ready_at: None,
+        meters: StageMeters::new(
+            match config.source {
+                SourceConfig::Kube(_) => "kube",
+                SourceConfig::Replay(_) => "replay",
+            },
+            config.generations,
+            config.metrics_by_reason,
+        ),
     };
+    stage.observe_ring();
     let mut sync_timer = tokio::time::interval(config.sync_interval);
     sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     sync_timer.reset();
@@ -330,6 +407,8 @@ pub async fn run(
     let mut accepted_tx = Some(accepted_tx);
     let mut end = EndReason::InputEnded;
     let mut source_failure: Option<SourceError> = None;
+    // Once the source and sinks are open: a start that fails prints its one error line alone.
+    info!(config = %config.redacted(), "effective configuration");
     info!(
         generations = stage.ring.generations().len(),
         "pipeline running"
@@ -349,7 +428,13 @@ pub async fn run(
                 // The sink thread is gone: it drained everything, or stdout closed.
                 None => break,
             },
-            _ = sync_timer.tick() => stage.sync(),
+            _ = sync_timer.tick() => {
+                stage.sync();
+                stage.meters.malformed.absolute(
+                    replay_stats.malformed.load(Ordering::Relaxed)
+                        + health.malformed.load(Ordering::Relaxed),
+                );
+            }
             () = shutdown.cancelled(), if draining_deadline.is_none() => {
                 info!("shutting down: delivering what is in flight");
                 end = EndReason::Signal;
@@ -408,6 +493,10 @@ pub async fn run(
     }
     stage.flush_all().await?;
     let malformed = replay_stats.malformed.load(Ordering::Relaxed);
+    stage
+        .meters
+        .malformed
+        .absolute(malformed + health.malformed.load(Ordering::Relaxed));
     let t = &stage.tally;
     info!(
         received = t.received,
@@ -426,6 +515,12 @@ pub async fn run(
         end,
         tally: stage.tally,
     })
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

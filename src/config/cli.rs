@@ -109,6 +109,14 @@ pub struct RunArgs {
     #[arg(long, env = "KUBE_EVENT_PIPE_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,
 
+    /// Address of the /metrics, /healthz and /readyz listener, or `off`. Port 0 picks a free port (logged). Default: 0.0.0.0:9090 in a pod, off elsewhere.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LISTEN", value_name = "ADDR|off")]
+    pub listen: Option<String>,
+    /// Count delivered events by type and reason in /metrics (one series per reason: mind the cardinality). Default: false.
+    #[arg(long, env = "KUBE_EVENT_PIPE_METRICS_BY_REASON", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_by_reason: Option<String>,
+
     /// Kubeconfig for the `kube` source. Default: KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<String>,

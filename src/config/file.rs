@@ -30,6 +30,8 @@ const KNOWN_KEYS: &[&str] = &[
     "shutdown_timeout",
     "log_level",
     "log_format",
+    "listen",
+    "metrics_by_reason",
     "context",
     "namespace",
     "namespaces",

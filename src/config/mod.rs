@@ -7,8 +7,10 @@
 pub mod cli;
 mod file;
 mod parse;
+mod redact;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use thiserror::Error;
 
 pub use cli::{Cli, Command, InspectArgs, RunArgs};
 use file::FileLayer;
+pub use redact::{REDACTED, Redacted, redact};
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +173,19 @@ pub struct Config {
     /// A tracing filter directive; Python level names are translated.
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// Where /metrics, /healthz and /readyz listen; `None` turns the listener (and metric
+    /// recording) off. Default `0.0.0.0:9090` in a pod (the probes need it), off elsewhere, so
+    /// a local run or a test suite running many pipes at once does not fight over one port.
+    pub listen: Option<SocketAddr>,
+    /// Split delivered events by type and reason in /metrics. Default false: reasons are free
+    /// text from every controller, one series each.
+    pub metrics_by_reason: bool,
     pub s3: S3Settings,
+}
+
+/// The default listen address: on in a pod, where the kubelet probes it; off elsewhere.
+pub fn default_listen(in_cluster: bool) -> Option<SocketAddr> {
+    in_cluster.then(|| SocketAddr::from(([0, 0, 0, 0], 9090)))
 }
 
 /// Looks up one option through the layers, remembering where its value came from.
@@ -413,6 +428,15 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         },
         None => LogFormat::Text,
     };
+    let listen = match get("listen", &["listen"]) {
+        Some(raw) => raw.parse(parse::listen)?,
+        // The variable every pod gets from the kubelet.
+        None => default_listen(std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()),
+    };
+    let metrics_by_reason = match get("metrics_by_reason", &["metrics_by_reason"]) {
+        Some(raw) => raw.parse(parse::boolean)?,
+        None => false,
+    };
     let s3 = S3Settings {
         uid: get("uid", &["uid"])
             .map(|r| r.parse(parse::uid))
@@ -442,6 +466,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         shutdown_timeout,
         log_filter,
         log_format,
+        listen,
+        metrics_by_reason,
         s3,
     })
 }

@@ -33,6 +33,16 @@ pub(super) fn whole(v: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
+/// A socket address to listen on (`0.0.0.0:9090`, `[::]:9090`, `127.0.0.1:0`), or `off`.
+pub(super) fn listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        "must be an IP address and port such as 0.0.0.0:9090 or [::]:9090, or off".to_string()
+    })
+}
+
 /// A probability strictly between 0 and 1.
 pub(super) fn rate(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {

@@ -194,3 +194,48 @@ fn bad_kube_options_are_named() {
         "--list-page-size=0 (flag): must be a whole number from 1 to 100000"
     );
 }
+
+#[test]
+fn listen_defaults_on_in_a_pod_and_off_elsewhere_and_accepts_off() {
+    assert_eq!(default_listen(false), None);
+    assert_eq!(
+        default_listen(true),
+        Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9090)))
+    );
+    let c = build_from(&["--listen", "127.0.0.1:0", "--metrics-by-reason"]).unwrap();
+    assert_eq!(c.listen, Some("127.0.0.1:0".parse().unwrap()));
+    assert!(c.metrics_by_reason);
+    assert_eq!(build_from(&["--listen", "OFF"]).unwrap().listen, None);
+    assert_eq!(
+        build_from(&["--listen", "9090"]).unwrap_err().to_string(),
+        "--listen=9090 (flag): must be an IP address and port such as 0.0.0.0:9090 or [::]:9090, or off"
+    );
+}
+
+#[test]
+fn the_logged_configuration_names_the_effective_values() {
+    let c = build_from(&[
+        "--source",
+        "replay",
+        "--replay-file",
+        "-",
+        "--batch-size",
+        "7",
+        "--listen",
+        "off",
+        "--s3-bucket",
+        "my-bucket",
+    ])
+    .unwrap();
+    let line = c.redacted().to_string();
+    for part in [
+        "source=replay",
+        "replay_file=-",
+        "batch_size=7",
+        "listen=off",
+        "s3_bucket=my-bucket",
+        "filter_error_rate=0.000001",
+    ] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
+}

@@ -20,6 +20,8 @@ use tracing::{info, warn};
 use crate::batch::Batch;
 use crate::config::SinkConfig;
 use crate::event::OccurrenceKey;
+use crate::health::{FailingSink, SinkHealth};
+use crate::metrics::{EVENTS_EMITTED, SINK_ERRORS};
 use file::FileSink;
 use stdout::StdoutSink;
 
@@ -76,6 +78,14 @@ impl LineSink {
         })
     }
 
+    /// The `sink` label of its metrics: the kind, not the path, so a rename keeps the series.
+    fn kind(&self) -> &'static str {
+        match self {
+            LineSink::Stdout(_) => "stdout",
+            LineSink::File(_) => "file",
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             LineSink::Stdout(_) => "stdout".into(),
@@ -100,24 +110,42 @@ pub enum SinkEnd {
     StdoutClosed,
 }
 
+/// One sink with its metric handles, obtained once rather than per batch.
+struct Instrumented {
+    sink: LineSink,
+    emitted: metrics::Counter,
+    errors: metrics::Counter,
+}
+
 /// Starts the sink thread: it writes each batch to every sink, retrying failed writes with
-/// capped exponential backoff, and acknowledges it on `acks`.
+/// capped exponential backoff, and acknowledges it on `acks`. A sink that is retrying counts
+/// in `health` until it recovers, which takes the pod out of readiness.
 ///
 /// `acks` is unbounded on purpose: the dedup stage may be blocked sending into the pipe while
 /// an ack is due, and the number of acks outstanding is bounded by the batch queue anyway.
 pub fn spawn(
-    mut sinks: Vec<LineSink>,
+    sinks: Vec<LineSink>,
     mut batches: mpsc::Receiver<Batch>,
     acks: mpsc::UnboundedSender<BatchAck>,
+    health: Arc<SinkHealth>,
 ) -> Result<std::thread::JoinHandle<SinkEnd>, SinkError> {
+    let mut sinks: Vec<Instrumented> = sinks
+        .into_iter()
+        .map(|sink| Instrumented {
+            emitted: metrics::counter!(EVENTS_EMITTED, "sink" => sink.kind()),
+            errors: metrics::counter!(SINK_ERRORS, "sink" => sink.kind()),
+            sink,
+        })
+        .collect();
     std::thread::Builder::new()
         .name("sink-writer".into())
         .spawn(move || {
             while let Some(batch) = batches.blocking_recv() {
                 for sink in sinks.iter_mut() {
-                    if let Err(SinkError::Closed) = deliver(sink, &batch.bytes) {
+                    if let Err(SinkError::Closed) = deliver(sink, &batch.bytes, &health) {
                         return SinkEnd::StdoutClosed;
                     }
+                    sink.emitted.increment(batch.events as u64);
                 }
                 let ack = BatchAck {
                     seq: batch.seq,
@@ -135,10 +163,18 @@ pub fn spawn(
 }
 
 /// Writes one batch to one sink, retrying until it succeeds or stdout is closed. A failing sink
-/// is logged when it starts failing and when it recovers, not on every attempt.
-fn deliver(sink: &mut LineSink, bytes: &[u8]) -> Result<(), SinkError> {
+/// is logged when it starts failing and when it recovers, not on every attempt; every attempt
+/// counts in `sink_errors_total`.
+fn deliver(
+    instrumented: &mut Instrumented,
+    bytes: &[u8],
+    health: &Arc<SinkHealth>,
+) -> Result<(), SinkError> {
+    let Instrumented { sink, errors, .. } = instrumented;
     let mut written = 0;
     let mut failures = 0u64;
+    // Held from the first failure until this returns: the sink is unready meanwhile.
+    let mut failing: Option<FailingSink> = None;
     let name = sink.name();
     let backoff = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(100))
@@ -151,7 +187,9 @@ fn deliver(sink: &mut LineSink, bytes: &[u8]) -> Result<(), SinkError> {
         .when(|e| !matches!(e, SinkError::Closed))
         .notify(|e, delay| {
             failures += 1;
+            errors.increment(1);
             if failures == 1 {
+                failing = Some(health.failing());
                 warn!(sink = %name, error = %e, "sink failing; retrying with backoff until it recovers");
             }
             tracing::debug!(sink = %name, error = %e, ?delay, attempt = failures, "sink retry");
@@ -160,5 +198,6 @@ fn deliver(sink: &mut LineSink, bytes: &[u8]) -> Result<(), SinkError> {
     if result.is_ok() && failures > 0 {
         info!(sink = %name, failures, "sink recovered");
     }
+    drop(failing);
     result
 }

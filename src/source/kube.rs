@@ -91,6 +91,7 @@ pub async fn start(
             watching: false,
             config: config.clone(),
             retry: Retry::new(),
+            restarts: Restarts::new(),
         };
         tokio::spawn(watcher.run());
     }
@@ -343,6 +344,25 @@ struct Watcher {
     watching: bool,
     config: KubeConfig,
     retry: Retry,
+    restarts: Restarts,
+}
+
+/// `watch_restarts_total` handles, obtained once per watcher.
+struct Restarts {
+    /// A list or watch failed and is retried.
+    error: metrics::Counter,
+    /// The watch history expired and the scope is listed again.
+    relist: metrics::Counter,
+}
+
+impl Restarts {
+    fn new() -> Self {
+        let counter = |reason: &'static str| metrics::counter!(crate::metrics::WATCH_RESTARTS, "reason" => reason);
+        Restarts {
+            error: counter("error"),
+            relist: counter("relist"),
+        }
+    }
 }
 
 impl Watcher {
@@ -530,6 +550,7 @@ impl Watcher {
             Ok(s) => s,
             Err(kube::Error::Api(status)) if status.code == 410 => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
+                self.restarts.relist.increment(1);
                 self.retry.wait().await;
                 return WatchEnd::Relist;
             }
@@ -563,6 +584,7 @@ impl Watcher {
             ReadEnd::Stop => WatchEnd::Stop,
             ReadEnd::Gone => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
+                self.restarts.relist.increment(1);
                 self.retry.wait().await;
                 WatchEnd::Relist
             }
@@ -590,6 +612,7 @@ impl Watcher {
                 .await;
                 if *empty_watches >= EMPTY_WATCHES_BEFORE_RELIST {
                     info!(scope = %self.scope, resource_version = %version, "watch keeps ending empty; listing again");
+                    self.restarts.relist.increment(1);
                     *empty_watches = 0;
                     WatchEnd::Relist
                 } else {
@@ -598,6 +621,8 @@ impl Watcher {
             }
             ReadEnd::Closed => {
                 *empty_watches = 0;
+                // The API server answered and ended the watch on time: alive, even if quiet.
+                self.health.progress();
                 debug!(scope = %self.scope, resource_version = %version, "watch ended; watching again");
                 WatchEnd::Rewatch
             }
@@ -670,7 +695,9 @@ impl Watcher {
         batch.is_empty() || self.tx.send(SourceMsg::Records(batch)).await.is_ok()
     }
 
+    /// Every failure of a list or watch request leads to a retry: counted as a restart.
     async fn note_failure(&mut self, kind: &str, detail: &(dyn fmt::Display + Sync)) {
+        self.restarts.error.increment(1);
         self.health.set_retrying(true);
         self.retry.failed(&self.scope, kind, detail).await;
     }

@@ -1,0 +1,461 @@
+//! The deployment artefacts as a cluster would receive them: every kustomize overlay rendered by
+//! the real `kubectl kustomize`, and the Dockerfile checked against the repository.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The rendered objects of one overlay (or the base).
+fn render(dir: &str) -> Vec<Value> {
+    let path = repo().join("deploy/kustomize").join(dir);
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&path)
+        .output()
+        .expect("run kubectl (CI installs it; see .ci/run)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8 YAML");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn all_of<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+const OVERLAYS: &[&str] = &[
+    "overlays/stdout",
+    "overlays/file",
+    "overlays/s3",
+    "overlays/enriched",
+];
+
+/// The restricted Pod Security Standard, field by field, for the pod and every container.
+fn assert_restricted(overlay: &str, deployment: &Value) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let pod_sc = &pod["securityContext"];
+    assert_eq!(pod_sc["runAsNonRoot"], true, "{overlay}");
+    assert!(
+        pod_sc["runAsUser"].as_u64().is_some_and(|u| u >= 10_000),
+        "{overlay}: high non-root UID"
+    );
+    assert_eq!(
+        pod_sc["seccompProfile"]["type"], "RuntimeDefault",
+        "{overlay}"
+    );
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(pod[key].is_null() || pod[key] == false, "{overlay}: {key}");
+    }
+    let containers = pod["containers"].as_array().expect("containers");
+    assert!(!containers.is_empty());
+    for c in containers {
+        let name = &c["name"];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{overlay} {name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{overlay} {name}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            json!(["ALL"]),
+            "{overlay} {name}"
+        );
+        assert!(sc["capabilities"]["add"].is_null(), "{overlay} {name}");
+        assert!(sc["privileged"].is_null() || sc["privileged"] == false);
+        assert_ne!(sc["runAsNonRoot"], false, "{overlay} {name}");
+        assert_ne!(sc["runAsUser"], 0, "{overlay} {name}");
+        for kind in ["requests", "limits"] {
+            for res in ["cpu", "memory"] {
+                assert!(
+                    c["resources"][kind][res].is_string(),
+                    "{overlay} {name}: resources.{kind}.{res}"
+                );
+            }
+        }
+        assert!(
+            c["livenessProbe"].is_object(),
+            "{overlay} {name}: liveness probe"
+        );
+        assert!(
+            c["readinessProbe"].is_object(),
+            "{overlay} {name}: readiness probe"
+        );
+    }
+}
+
+#[test]
+fn every_overlay_renders_a_single_recreated_pod_that_meets_the_restricted_standard() {
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let deployment = find(&objects, "Deployment", "kube-event-pipe");
+        assert_eq!(deployment["metadata"]["namespace"], "kube-event-pipe");
+        assert_eq!(deployment["spec"]["replicas"], 1, "{overlay}");
+        assert_eq!(
+            deployment["spec"]["strategy"]["type"], "Recreate",
+            "{overlay}"
+        );
+        assert_restricted(overlay, deployment);
+        let ns = find(&objects, "Namespace", "kube-event-pipe");
+        assert_eq!(
+            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "restricted"
+        );
+        // The filters live on a claim, not in the container.
+        let pod = &deployment["spec"]["template"]["spec"];
+        let claim = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+            .expect("a persistent volume");
+        find(&objects, "PersistentVolumeClaim", claim);
+        assert!(!all_of(&objects, "NetworkPolicy").is_empty(), "{overlay}");
+        for o in &objects {
+            let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"]
+                .contains(&o["kind"].as_str().unwrap());
+            if !cluster_scoped {
+                assert_eq!(
+                    o["metadata"]["namespace"], "kube-event-pipe",
+                    "{overlay}: {} {}",
+                    o["kind"], o["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn probes_hit_healthz_and_readyz_on_the_port_the_config_listens_on() {
+    let objects = render("overlays/stdout");
+    let deployment = find(&objects, "Deployment", "kube-event-pipe");
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["name"], "kube-event-pipe");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let port_name = c["livenessProbe"]["httpGet"]["port"].as_str().unwrap();
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], port_name);
+    let port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port_name)
+        .expect("the probes' named port")["containerPort"]
+        .as_u64()
+        .unwrap();
+    let config = find(&objects, "ConfigMap", "kube-event-pipe");
+    let listen = config["data"]["KUBE_EVENT_PIPE_LISTEN"].as_str().unwrap();
+    assert!(
+        listen.ends_with(&format!(":{port}")),
+        "{listen} vs port {port}"
+    );
+    assert_eq!(
+        c["envFrom"][0]["configMapRef"]["name"], "kube-event-pipe",
+        "the container reads the ConfigMap"
+    );
+    // The drain must finish inside the grace period.
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    let drain: u64 = config["data"]["KUBE_EVENT_PIPE_SHUTDOWN_TIMEOUT_SEC"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        drain < grace,
+        "shutdown timeout {drain} s >= grace {grace} s"
+    );
+}
+
+/// (apiGroup, resource, verbs) of every rule, flattened and sorted.
+fn rules(role: &Value) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let verbs: Vec<String> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for res in rule["resources"].as_array().unwrap() {
+                out.push((
+                    group.as_str().unwrap().to_string(),
+                    res.as_str().unwrap().to_string(),
+                    verbs.clone(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_bound(objects: &[Value], role: &str) {
+    let binding = find(objects, "ClusterRoleBinding", role);
+    assert_eq!(binding["roleRef"]["name"], role);
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "kube-event-pipe", "namespace": "kube-event-pipe"}])
+    );
+    let deployment = find(objects, "Deployment", "kube-event-pipe");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        "kube-event-pipe"
+    );
+}
+
+#[test]
+fn rbac_is_list_and_watch_of_events_and_get_only_with_enrichment() {
+    let list_watch = vec!["list".to_string(), "watch".to_string()];
+    for overlay in ["overlays/stdout", "overlays/file", "overlays/s3"] {
+        let objects = render(overlay);
+        let roles = all_of(&objects, "ClusterRole");
+        assert_eq!(roles.len(), 1, "{overlay}: only the events role");
+        assert_eq!(
+            rules(roles[0]),
+            vec![(String::new(), "events".into(), list_watch.clone())]
+        );
+        assert_bound(&objects, "kube-event-pipe");
+        assert!(all_of(&objects, "Role").is_empty());
+    }
+
+    let objects = render("overlays/enriched");
+    let role = find(&objects, "ClusterRole", "kube-event-pipe-enrichment");
+    let get = vec!["get".to_string()];
+    let mut expected: Vec<(String, String, Vec<String>)> = [
+        ("", "pods"),
+        ("", "nodes"),
+        ("", "services"),
+        ("", "persistentvolumeclaims"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    ]
+    .iter()
+    .map(|(g, r)| (g.to_string(), r.to_string(), get.clone()))
+    .collect();
+    expected.sort();
+    assert_eq!(rules(role), expected);
+    assert_bound(&objects, "kube-event-pipe-enrichment");
+    assert_bound(&objects, "kube-event-pipe");
+}
+
+#[test]
+fn the_file_overlay_rotates_with_a_sidecar_that_signals_the_pipe() {
+    let objects = render("overlays/file");
+    let deployment = find(&objects, "Deployment", "kube-event-pipe");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["shareProcessNamespace"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kube-event-pipe", "logrotate"]);
+    // Both mount the output volume at the directory the pipe writes to.
+    let config = find(&objects, "ConfigMap", "kube-event-pipe");
+    let destination = PathBuf::from(
+        config["data"]["KUBE_EVENT_PIPE_DESTINATION"]
+            .as_str()
+            .unwrap(),
+    );
+    let dir = destination.parent().unwrap().to_str().unwrap();
+    for c in containers {
+        let mounted = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "output" && m["mountPath"] == dir);
+        assert!(mounted, "{} mounts {dir}", c["name"]);
+    }
+    // The generated logrotate ConfigMap (its name carries a hash) rotates that file and HUPs.
+    let rotate = all_of(&objects, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["logrotate.conf"].as_str())
+        .expect("the logrotate config");
+    assert!(rotate.contains(destination.to_str().unwrap()), "{rotate}");
+    assert!(rotate.contains("postrotate"), "{rotate}");
+    assert!(rotate.contains("pkill -HUP -x kube-event-pipe"), "{rotate}");
+    // pkill -x matches the 15-character process name the kernel keeps.
+    assert!("kube-event-pipe".len() <= 15);
+}
+
+#[test]
+fn the_s3_overlay_names_the_bucket_and_an_irsa_role() {
+    let objects = render("overlays/s3");
+    let config = find(&objects, "ConfigMap", "kube-event-pipe");
+    assert_eq!(config["data"]["KUBE_EVENT_PIPE_SINK"], "s3");
+    assert!(config["data"]["KUBE_EVENT_PIPE_S3_BUCKET"].is_string());
+    assert!(config["data"]["AWS_REGION"].is_string());
+    let sa = find(&objects, "ServiceAccount", "kube-event-pipe");
+    let arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .expect("IRSA annotation");
+    assert!(arn.starts_with("arn:aws:iam::"), "{arn}");
+    // No credentials in the cluster's objects.
+    let text = serde_json::to_string(&objects).unwrap();
+    assert!(!text.contains("AWS_SECRET_ACCESS_KEY") && !text.contains("AWS_ACCESS_KEY_ID"));
+}
+
+/// Dockerfile instructions, continuation lines joined.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        if let Some(body) = line.strip_suffix('\\') {
+            current.push_str(body);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        if let Some((op, args)) = current.trim().split_once(' ') {
+            out.push((op.to_ascii_uppercase(), args.trim().to_string()));
+        }
+        current.clear();
+    }
+    out
+}
+
+#[test]
+fn the_dockerfile_copies_existing_paths_and_runs_the_binary_as_non_root() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let steps = instructions(&text);
+    let stages: Vec<usize> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, (op, _))| op == "FROM")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(stages.len() >= 2, "multi-stage");
+    let ignored = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    let ignored: Vec<&str> = ignored
+        .lines()
+        .map(|l| l.trim().trim_end_matches('/'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut copied = Vec::new();
+    for (op, args) in &steps {
+        if op != "COPY" || args.starts_with("--from") {
+            continue;
+        }
+        let parts: Vec<&str> = args.split_whitespace().collect();
+        for source in &parts[..parts.len() - 1] {
+            assert!(repo().join(source).exists(), "COPY {source}: no such path");
+            assert!(
+                !ignored.contains(source),
+                "COPY {source} is in .dockerignore"
+            );
+            copied.push(source.trim_end_matches('/').to_string());
+        }
+    }
+    // Everything cargo reads to build the binary.
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "benches",
+        "build.rs",
+        "proto",
+    ] {
+        if repo().join(needed).exists() {
+            assert!(
+                copied.iter().any(|c| c == needed),
+                "the build stage needs {needed}"
+            );
+        }
+    }
+
+    let final_stage = &steps[*stages.last().unwrap()..];
+    assert!(
+        final_stage[0].1.contains("distroless") || final_stage[0].1.starts_with("scratch"),
+        "final base: {}",
+        final_stage[0].1
+    );
+    let user = final_stage
+        .iter()
+        .rev()
+        .find(|(op, _)| op == "USER")
+        .expect("the final stage sets USER")
+        .1
+        .clone();
+    let uid = user.split(':').next().unwrap();
+    assert!(uid != "0" && uid != "root", "USER {user}");
+
+    let manifest: toml_lite::Manifest = toml_lite::read(&repo().join("Cargo.toml"));
+    let entry = final_stage
+        .iter()
+        .find(|(op, _)| op == "ENTRYPOINT")
+        .expect("ENTRYPOINT")
+        .1
+        .clone();
+    let entry: Vec<String> = serde_json::from_str(&entry).expect("exec-form ENTRYPOINT");
+    assert!(
+        entry[0].ends_with(&format!("/{}", manifest.bin)),
+        "{entry:?} vs {}",
+        manifest.bin
+    );
+    let build = steps
+        .iter()
+        .find(|(op, args)| op == "RUN" && args.contains("cargo build"))
+        .expect("a cargo build step");
+    assert!(
+        build.1.contains(&format!("--bin {}", manifest.bin)),
+        "{}",
+        build.1
+    );
+    assert!(build.1.contains("--locked"), "{}", build.1);
+}
+
+/// Just enough of Cargo.toml: the binary's name.
+mod toml_lite {
+    use std::path::Path;
+
+    pub struct Manifest {
+        pub bin: String,
+    }
+
+    pub fn read(path: &Path) -> Manifest {
+        let text = std::fs::read_to_string(path).expect("Cargo.toml");
+        let mut in_bin = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_bin = line == "[[bin]]";
+                continue;
+            }
+            if in_bin && let Some(v) = line.strip_prefix("name") {
+                let name = v.trim().trim_start_matches('=').trim().trim_matches('"');
+                return Manifest {
+                    bin: name.to_string(),
+                };
+            }
+        }
+        panic!("Cargo.toml declares no [[bin]]");
+    }
+}
