@@ -195,6 +195,8 @@ struct Store {
     forbidden_resources: HashSet<String>,
     delay: Duration,
     stale: StaleWatch,
+    /// Every watch from a resourceVersion is answered as stale, however recent.
+    all_watches_stale: bool,
     stats: Stats,
 }
 
@@ -734,7 +736,7 @@ fn watch_response(inner: Arc<Inner>, q: &HashMap<String, String>, sel: Selector)
         let mut s = inner.store();
         s.stats.watch_requests += 1;
         match asked {
-            Some(v) if v < s.compacted => match s.stale {
+            Some(v) if v < s.compacted || s.all_watches_stale => match s.stale {
                 StaleWatch::EmptyOk => {
                     return Response::builder()
                         .header("content-type", "application/json")
@@ -969,6 +971,7 @@ impl ApiServer {
                 forbidden_resources: HashSet::new(),
                 delay: Duration::ZERO,
                 stale: StaleWatch::Gone,
+                all_watches_stale: false,
                 stats: Stats::default(),
             }),
             head_tx: watch::channel(1).0,
@@ -1225,6 +1228,12 @@ impl ApiServer {
 
     pub fn set_stale_watch(&self, mode: StaleWatch) {
         self.inner.store().stale = mode;
+    }
+
+    /// Answers every watch that names a resourceVersion as stale (as `set_stale_watch` says),
+    /// as if each list's version were compacted away before its watch starts.
+    pub fn set_all_watches_stale(&self, on: bool) {
+        self.inner.store().all_watches_stale = on;
     }
 
     pub fn stats(&self) -> Stats {
