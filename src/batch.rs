@@ -18,6 +18,8 @@ use crate::event::{EventRecord, OccurrenceKey, RawJson};
 pub struct Accepted {
     pub record: EventRecord,
     pub prior: Option<RawJson>,
+    /// The `enrichment` object, when enrichment is on and found something.
+    pub enrichment: Option<Box<str>>,
 }
 
 /// Encoded lines and the occurrence keys they deliver.
@@ -66,6 +68,7 @@ pub async fn run(
                 encoder.encode(
                     &accepted.record,
                     accepted.prior.as_ref(),
+                    accepted.enrichment.as_deref(),
                     &mut current.bytes,
                 );
                 if accepted.record.is_occurrence() {
@@ -106,6 +109,7 @@ mod tests {
         Accepted {
             record: EventRecord::from_json(Change::Added, &json).unwrap(),
             prior: None,
+            enrichment: None,
         }
     }
 

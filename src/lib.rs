@@ -9,6 +9,7 @@ pub mod batch;
 pub mod config;
 pub mod dedup;
 pub mod encode;
+pub mod enrich;
 pub mod event;
 pub mod health;
 pub mod metrics;

@@ -24,6 +24,8 @@ pub const WATCH_RESTARTS: &str = "kube_event_pipe_watch_restarts_total";
 pub const LAST_EVENT_TIMESTAMP: &str = "kube_event_pipe_last_event_timestamp_seconds";
 pub const MALFORMED_EVENTS: &str = "kube_event_pipe_malformed_events_total";
 pub const EVENTS_BY_REASON: &str = "kube_event_pipe_events_by_reason_total";
+pub const ENRICH_GETS: &str = "kube_event_pipe_enrich_gets_total";
+pub const ENRICH_SKIPPED: &str = "kube_event_pipe_enrich_skipped_total";
 
 /// Every exported name with its kind and HELP text; `describe` registers them and the docs
 /// test checks `docs/operations.md` lists each one.
@@ -92,6 +94,16 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         EVENTS_BY_REASON,
         Kind::Counter,
         "Delivered occurrences by Event type and reason; only with --metrics-by-reason.",
+    ),
+    (
+        ENRICH_GETS,
+        Kind::Counter,
+        "Objects fetched from the API server for enrichment, cache misses only (label resource).",
+    ),
+    (
+        ENRICH_SKIPPED,
+        Kind::Counter,
+        "Events sent without enrichment (label reason: timeout, forbidden, error).",
     ),
 ];
 

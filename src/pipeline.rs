@@ -10,13 +10,16 @@
 //!   (the replay reader stops reading; a watch stops pulling from the API server).
 //! - dedup → batcher: `batch_size` records. Full: the dedup stage waits, so the source queue
 //!   fills.
+//! - with `--enrich`, dedup → enrichment → batcher: `batch_size` records, then at most
+//!   `enrich_concurrency` being looked up, then `batch_size` more. Full: as above.
 //! - batcher → sinks: one encoded batch. Full: the batcher waits.
 //! - sinks → dedup (acks): unbounded, but never longer than the batches in flight.
 //!
 //! Hence at most `4 × batch_size` accepted events await their ack (queued for the batcher, in the
 //! open batch, queued for the sinks, being written), and acks are applied between source
 //! hand-offs, so accepted-but-uncommitted events stay within `4 × batch_size` + one hand-off
-//! (256); that is the bound on duplicates after a crash.
+//! (256); that is the bound on duplicates after a crash. Enrichment adds its queue and the
+//! events it holds (`batch_size` + `enrich_concurrency`).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -35,6 +38,7 @@ use crate::batch::{self, Accepted};
 use crate::config::{Config, OutputFormat, SourceConfig};
 use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
+use crate::enrich::Enricher;
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::health::Health;
 use crate::metrics::{
@@ -238,7 +242,11 @@ impl DedupStage {
             {
                 by_reason.count(record.raw.get());
             }
-            permit.send(Accepted { record, prior });
+            permit.send(Accepted {
+                record,
+                prior,
+                enrichment: None,
+            });
             self.tally.emitted += 1;
         }
         true
@@ -365,6 +373,17 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()?;
 
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(config.batch_size);
+    // Enrichment sits between the dedup stage and the batcher, in order, when it is on.
+    let accepted_rx = match (&config.enrich, &config.source) {
+        (Some(enrich), SourceConfig::Kube(kube)) => {
+            let (client, _) = source::kube::connect(kube).await?;
+            let (enriched_tx, enriched_rx) = mpsc::channel::<Accepted>(config.batch_size);
+            let enricher = Arc::new(Enricher::new(client, enrich));
+            tokio::spawn(enricher.run(accepted_rx, enriched_tx));
+            enriched_rx
+        }
+        _ => accepted_rx,
+    };
     let (batch_tx, batch_rx) = mpsc::channel(1);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let encoder = LineEncoder::new(config.format, config.cluster_name.as_deref());

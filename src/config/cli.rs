@@ -139,6 +139,36 @@ pub struct RunArgs {
     /// Seconds a watch request asks the API server to keep it open. Default: 290.
     #[arg(long, env = "KUBE_EVENT_PIPE_WATCH_TIMEOUT_SEC", value_name = "SECS")]
     pub watch_timeout: Option<String>,
+    /// Add the involved object's labels, annotations and owner, and the node, under `enrichment`.
+    /// Needs `get` on the kinds looked up (deploy/kustomize/components/enrichment). Default: false.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub enrich: Option<String>,
+    /// Label keys to copy, comma-separated globs. Default: `*`.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_LABELS", value_name = "GLOBS")]
+    pub enrich_labels: Option<String>,
+    /// Annotation keys to copy, comma-separated globs; empty for none. Default: `*`.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_ANNOTATIONS", value_name = "GLOBS")]
+    pub enrich_annotations: Option<String>,
+    /// Cap on the bytes of labels plus annotations added to one event. Default: 4096.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_MAX_BYTES", value_name = "BYTES")]
+    pub enrich_max_bytes: Option<String>,
+    /// Seconds an event waits for its lookups before it goes out unenriched. Default: 2.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_TIMEOUT_SEC", value_name = "SECS")]
+    pub enrich_timeout: Option<String>,
+    /// Seconds a looked-up object (or its absence) is remembered. Default: 300.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_ENRICH_CACHE_TTL_SEC",
+        value_name = "SECS"
+    )]
+    pub enrich_cache_ttl: Option<String>,
+    /// Objects remembered at most. Default: 10000.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_CACHE_SIZE", value_name = "N")]
+    pub enrich_cache_size: Option<String>,
+    /// Events being enriched at once (each may wait on lookups). Default: 64.
+    #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_CONCURRENCY", value_name = "N")]
+    pub enrich_concurrency: Option<String>,
     /// Sinks to deliver to, comma separated: `stdout`, `file` (other sinks come later). Default: from --destination.
     #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST")]
     pub sink: Option<String>,

@@ -181,6 +181,39 @@ pub struct Config {
     /// text from every controller, one series each.
     pub metrics_by_reason: bool,
     pub s3: S3Settings,
+    /// Off unless asked for: it needs `get` on more kinds than events.
+    pub enrich: Option<EnrichConfig>,
+}
+
+/// How events are enriched with their involved object and node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrichConfig {
+    /// Globs of label and annotation keys to copy; empty copies none.
+    pub labels: Vec<String>,
+    pub annotations: Vec<String>,
+    /// Labels and annotations beyond this many bytes per event are left out (annotations first):
+    /// one `last-applied-configuration` can be hundreds of kilobytes.
+    pub max_bytes: usize,
+    /// An event never waits longer than this for its lookups; it goes out unenriched instead.
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    pub cache_entries: u64,
+    /// Events in the enrichment stage at once: bounds the lookups in flight and the memory.
+    pub concurrency: usize,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            labels: vec!["*".into()],
+            annotations: vec!["*".into()],
+            max_bytes: 4096,
+            timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(300),
+            cache_entries: 10_000,
+            concurrency: 64,
+        }
+    }
 }
 
 /// The default listen address: on in a pod, where the kubelet probes it; off elsewhere.
@@ -449,6 +482,21 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         profile: get("aws_profile", &["aws_profile"]).map(|r| r.value),
     };
 
+    let enrich = match get("enrich", &["enrich"]) {
+        Some(raw) => raw.parse(parse::boolean)?,
+        None => false,
+    };
+    let enrich = if enrich {
+        if !matches!(source, SourceConfig::Kube(_)) {
+            return Err(ConfigError::Conflict(
+                "--enrich looks objects up in the cluster, so it needs --source kube".into(),
+            ));
+        }
+        Some(enrich_config(&get)?)
+    } else {
+        None
+    };
+
     Ok(Config {
         source,
         emit_deleted,
@@ -469,6 +517,41 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         listen,
         metrics_by_reason,
         s3,
+        enrich,
+    })
+}
+
+fn enrich_config(get: &impl Fn(&str, &[&str]) -> Option<Raw>) -> Result<EnrichConfig, ConfigError> {
+    let d = EnrichConfig::default();
+    Ok(EnrichConfig {
+        labels: match get("enrich_labels", &["enrich_labels"]) {
+            Some(raw) => raw.parse(parse::globs)?,
+            None => d.labels,
+        },
+        annotations: match get("enrich_annotations", &["enrich_annotations"]) {
+            Some(raw) => raw.parse(parse::globs)?,
+            None => d.annotations,
+        },
+        max_bytes: match get("enrich_max_bytes", &["enrich_max_bytes"]) {
+            Some(raw) => raw.parse(|v| parse::whole(v, 0, 1 << 20))? as usize,
+            None => d.max_bytes,
+        },
+        timeout: match get("enrich_timeout", &["enrich_timeout"]) {
+            Some(raw) => raw.parse(|v| parse::seconds(v, 0.01, 60.0))?,
+            None => d.timeout,
+        },
+        cache_ttl: match get("enrich_cache_ttl", &["enrich_cache_ttl"]) {
+            Some(raw) => raw.parse(|v| parse::seconds(v, 1.0, 86_400.0))?,
+            None => d.cache_ttl,
+        },
+        cache_entries: match get("enrich_cache_size", &["enrich_cache_size"]) {
+            Some(raw) => raw.parse(|v| parse::whole(v, 1, 10_000_000))?,
+            None => d.cache_entries,
+        },
+        concurrency: match get("enrich_concurrency", &["enrich_concurrency"]) {
+            Some(raw) => raw.parse(|v| parse::whole(v, 1, 10_000))? as usize,
+            None => d.concurrency,
+        },
     })
 }
 

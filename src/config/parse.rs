@@ -115,6 +115,21 @@ pub(super) fn log_filter(v: &str) -> Result<String, String> {
 }
 
 /// A stream id used in object keys: it must be one safe path segment.
+/// Comma-separated globs (`*`, `?`, `[…]`), each checked; an empty value means none.
+pub(super) fn globs(v: &str) -> Result<Vec<String>, String> {
+    let globs: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect();
+    for g in &globs {
+        globset::Glob::new(g)
+            .map_err(|e| format!("{g:?} is not a glob ({e}); use e.g. app.kubernetes.io/*"))?;
+    }
+    Ok(globs)
+}
+
 pub(super) fn uid(v: &str) -> Result<String, String> {
     if !v.is_empty()
         && v.len() <= 128

@@ -150,6 +150,16 @@ impl fmt::Display for Redacted<'_> {
         );
         push("listen", c.listen.map_or("off".into(), |a| a.to_string()));
         push("metrics_by_reason", c.metrics_by_reason.to_string());
+        push("enrich", c.enrich.is_some().to_string());
+        if let Some(e) = &c.enrich {
+            push("enrich_labels", e.labels.join(","));
+            push("enrich_annotations", e.annotations.join(","));
+            push("enrich_max_bytes", e.max_bytes.to_string());
+            push("enrich_timeout", secs(e.timeout));
+            push("enrich_cache_ttl", secs(e.cache_ttl));
+            push("enrich_cache_size", e.cache_entries.to_string());
+            push("enrich_concurrency", e.concurrency.to_string());
+        }
         let s3 = &c.s3;
         for (name, value) in [
             ("uid", &s3.uid),

@@ -29,8 +29,15 @@ impl LineEncoder {
     }
 
     /// Appends one line (with its newline) for `record` to `out`. `prior` is the previous version
-    /// of the same object seen in this run, used by the eventrouter format.
-    pub fn encode(&self, record: &EventRecord, prior: Option<&RawJson>, out: &mut Vec<u8>) {
+    /// of the same object seen in this run, used by the eventrouter format; `enrichment` is added
+    /// as the line's last top-level member.
+    pub fn encode(
+        &self,
+        record: &EventRecord,
+        prior: Option<&RawJson>,
+        enrichment: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
         match self.format {
             OutputFormat::Raw => match &self.cluster_field {
                 Some(field) => splice_field(record.raw.get(), field, out),
@@ -53,8 +60,33 @@ impl LineEncoder {
                 out.push(b'}');
             }
         }
+        if let Some(enrichment) = enrichment {
+            append_member(out, b"enrichment", enrichment);
+        }
         out.push(b'\n');
     }
+}
+
+/// Adds `"name":value` as the last member of the object that `out` ends with.
+fn append_member(out: &mut Vec<u8>, name: &[u8], value: &str) {
+    if out.last() != Some(&b'}') {
+        return;
+    }
+    out.pop();
+    // An empty object takes no comma (whitespace may remain inside `{ }` on one line).
+    let empty = out
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    if !empty {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'}');
 }
 
 /// Writes `object` with `field` (a `"key":value` pair) as its first member.
@@ -113,7 +145,7 @@ mod tests {
 
     fn line(enc: &LineEncoder, r: &EventRecord, prior: Option<&RawJson>) -> String {
         let mut out = Vec::new();
-        enc.encode(r, prior, &mut out);
+        enc.encode(r, prior, None, &mut out);
         String::from_utf8(out).unwrap()
     }
 

@@ -100,7 +100,7 @@ pub async fn start(
 
 /// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
 /// service account, in that order, and the API server's URL for messages.
-async fn connect(config: &KubeConfig) -> Result<(Client, Arc<str>), SourceError> {
+pub(crate) async fn connect(config: &KubeConfig) -> Result<(Client, Arc<str>), SourceError> {
     let kube_config = load_config(config).await?;
     let url: Arc<str> = kube_config.cluster_url.to_string().into();
     let client =

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod kube_pipe;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
