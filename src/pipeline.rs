@@ -525,4 +525,76 @@ mod tests {
         assert!(set.contains(&a));
         assert!(!set.contains(&OccurrenceKey::new("ns", "a", 2)));
     }
+
+    fn batch(seq: u64, key: OccurrenceKey) -> Arc<batch::Batch> {
+        Arc::new(batch::Batch {
+            seq,
+            bytes: b"{}\n".to_vec(),
+            records: None,
+            keys: vec![key],
+            events: 1,
+            opened_at: std::time::SystemTime::now(),
+        })
+    }
+
+    #[test]
+    fn a_batch_is_committed_only_when_every_sink_acked_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open(RingConfig {
+            dir: dir.path().to_path_buf(),
+            generations: 2,
+            capacity: 1000,
+            error_rate: 1e-6,
+            rotation_interval: std::time::Duration::from_secs(3600),
+        })
+        .unwrap();
+        let (a, b) = (
+            OccurrenceKey::new("d", "a", 1),
+            OccurrenceKey::new("d", "b", 1),
+        );
+        let mut stage = DedupStage {
+            ring,
+            in_flight: [a, b].into_iter().collect(),
+            keys: Vec::new(),
+            in_ring: Vec::new(),
+            flushing: None,
+            priors: None,
+            emit_deleted: false,
+            tally: Tally::default(),
+            acks: HashMap::new(),
+            sinks: 2,
+            acked_events: 0,
+            ready_at: None,
+        };
+        let in_ring = |stage: &DedupStage, key| {
+            let mut out = Vec::new();
+            stage.ring.contains_many(&[key], &mut out);
+            out[0]
+        };
+        let (first, second) = (batch(0, a), batch(1, b));
+        // stdout has both batches, S3 only the first.
+        stage.ack(BatchAck {
+            sink: 0,
+            batch: first.clone(),
+        });
+        stage.ack(BatchAck {
+            sink: 0,
+            batch: second.clone(),
+        });
+        assert!(!in_ring(&stage, a), "committed with one sink of two");
+        assert_eq!(stage.acked_events, 0);
+        stage.ack(BatchAck {
+            sink: 1,
+            batch: first,
+        });
+        assert!(in_ring(&stage, a) && !in_ring(&stage, b));
+        assert!(!stage.in_flight.contains(&a) && stage.in_flight.contains(&b));
+        assert_eq!((stage.acked_events, stage.tally.committed), (1, 1));
+        stage.ack(BatchAck {
+            sink: 1,
+            batch: second,
+        });
+        assert!(in_ring(&stage, b));
+        assert!(stage.acks.is_empty() && stage.in_flight.is_empty());
+    }
 }
