@@ -369,11 +369,8 @@ impl PutFailure {
             }
             None => PutFailure {
                 transient: true,
-                state: match &err {
-                    SdkError::TimeoutError(_) => "timeout".into(),
-                    SdkError::DispatchFailure(_) => "unreachable".into(),
-                    _ => "no response".into(),
-                },
+                // Refused, reset and timed-out connections are one outage, logged once.
+                state: "transport".into(),
                 message: format!("S3 PUT s3://{bucket}/{key} failed: {detail}"),
             },
         }

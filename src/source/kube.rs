@@ -486,6 +486,9 @@ impl Watcher {
                     // start the list over; the filters drop what was already delivered.
                     info!(scope = %self.scope, "list continue token expired; listing again from the start");
                     continue_token = None;
+                    // A list that restarts at once can loop while the history churns faster
+                    // than a page is handed over; like every relist, it waits its turn.
+                    self.retry.wait().await;
                     continue;
                 }
                 Err(e) => {
