@@ -1,15 +1,18 @@
-//! The batcher: groups accepted events so a write, a flush and a commit serve many events.
+//! The batcher: groups accepted events so a write, a flush, an upload and a commit serve many
+//! events, and hands each batch to every sink's queue.
 //!
-//! A batch closes when it holds `max_events` events or when `max_wait` has passed since its
-//! first event, whichever comes first; an idle pipe writes nothing. Batches are encoded here,
-//! once, so every sink gets the same bytes.
+//! A batch closes when it holds `max_events` events, when its encoded lines reach `max_bytes`,
+//! or when `max_wait` has passed since its first event, whichever comes first; an idle pipe
+//! writes nothing. Batches are encoded here, once, and shared (`Arc`) by every sink.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::encode::json::LineEncoder;
+use crate::encode::proto::ProtoEncoder;
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
 
 /// An event accepted by the dedup stage, with the prior version of its object when the output
@@ -25,23 +28,67 @@ pub struct Accepted {
 /// Encoded lines and the occurrence keys they deliver.
 #[derive(Debug)]
 pub struct Batch {
+    /// Counts batches within one run, from 0; acks are matched on it.
     pub seq: u64,
+    /// JSON lines, each with its newline: what stdout, the file and S3 (jsonl) get.
     pub bytes: Vec<u8>,
+    /// Length-delimited protobuf records, only when an S3 sink writes protobuf (building them
+    /// parses every event, which the line sinks must not pay for).
+    pub records: Option<Vec<u8>>,
     /// Keys to commit once every sink has the bytes. DELETED records (when emitted) have none.
     pub keys: Vec<OccurrenceKey>,
     pub events: usize,
+    /// When the batch's first event was accepted; it names the batch's S3 object.
+    pub opened_at: SystemTime,
 }
 
-/// Runs until `input` closes, then sends the last partial batch and returns.
+/// What closes a batch, whichever is reached first.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
+}
+
+/// Everything that turns accepted events into a batch's bytes.
+#[derive(Debug, Clone)]
+pub struct Encoders {
+    pub lines: LineEncoder,
+    pub proto: Option<ProtoEncoder>,
+}
+
+/// Every sink's queue. A batch goes to each in turn; a full queue makes the batcher wait, which
+/// fills the dedup stage's queue and then the source's: backpressure, never a dropped batch.
+pub struct Fanout(pub Vec<mpsc::Sender<Arc<Batch>>>);
+
+impl Fanout {
+    /// False when a sink has stopped taking batches (stdout closed): the pipe then winds down.
+    async fn send(&self, batch: Batch) -> bool {
+        let batch = Arc::new(batch);
+        for queue in &self.0 {
+            if queue.send(batch.clone()).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Runs until `input` closes, then sends the last partial batch and returns. Returns early when
+/// a sink queue is closed.
 pub async fn run(
     mut input: mpsc::Receiver<Accepted>,
-    output: mpsc::Sender<Batch>,
-    encoder: LineEncoder,
-    max_events: usize,
-    max_wait: Duration,
+    output: Fanout,
+    encoders: Encoders,
+    limits: Limits,
 ) {
+    let Limits {
+        max_events,
+        max_bytes,
+        max_wait,
+    } = limits;
     let mut seq = 0u64;
-    let mut current = new_batch(seq, max_events);
+    let mut current = new_batch(seq, max_events, encoders.proto.is_some());
     // One timer, re-armed when a batch opens, rather than a new one per event.
     let timer = tokio::time::sleep(max_wait);
     tokio::pin!(timer);
@@ -52,7 +99,7 @@ pub async fn run(
             n = input.recv_many(&mut received, max_events - current.events) => {
                 if n == 0 {
                     if current.events > 0 {
-                        let _ = output.send(current).await;
+                        output.send(current).await;
                     }
                     return;
                 }
@@ -60,41 +107,60 @@ pub async fn run(
             }
             () = &mut timer, if open => true,
         };
-        if !closed_by_timer {
+        if closed_by_timer {
+            seq += 1;
+            let full = std::mem::replace(
+                &mut current,
+                new_batch(seq, max_events, encoders.proto.is_some()),
+            );
+            if !output.send(full).await {
+                return;
+            }
+            continue;
+        }
+        for accepted in received.drain(..) {
             if current.events == 0 {
                 timer.as_mut().reset(Instant::now() + max_wait);
+                current.opened_at = SystemTime::now();
             }
-            for accepted in received.drain(..) {
-                encoder.encode(
-                    &accepted.record,
-                    accepted.prior.as_ref(),
-                    accepted.enrichment.as_deref(),
-                    &mut current.bytes,
+            encoders.lines.encode(
+                &accepted.record,
+                accepted.prior.as_ref(),
+                accepted.enrichment.as_deref(),
+                &mut current.bytes,
+            );
+            if let (Some(proto), Some(out)) = (&encoders.proto, current.records.as_mut()) {
+                proto.encode(&accepted.record, out);
+            }
+            if accepted.record.is_occurrence() {
+                current.keys.push(accepted.record.key);
+            }
+            current.events += 1;
+            if current.events >= max_events || current.bytes.len() >= max_bytes {
+                seq += 1;
+                let full = std::mem::replace(
+                    &mut current,
+                    new_batch(seq, max_events, encoders.proto.is_some()),
                 );
-                if accepted.record.is_occurrence() {
-                    current.keys.push(accepted.record.key);
+                // Whatever is left of `received` waits with the batcher; the dedup stage has
+                // already counted it as in flight.
+                if !output.send(full).await {
+                    return;
                 }
-                current.events += 1;
             }
-            if current.events < max_events {
-                continue;
-            }
-        }
-        seq += 1;
-        let full = std::mem::replace(&mut current, new_batch(seq, max_events));
-        if output.send(full).await.is_err() {
-            return;
         }
     }
 }
 
-fn new_batch(seq: u64, max_events: usize) -> Batch {
+fn new_batch(seq: u64, max_events: usize, proto: bool) -> Batch {
     Batch {
         seq,
         // About 1 KiB per event is typical; the cap avoids reserving for huge configured sizes.
         bytes: Vec::with_capacity(max_events.min(1024) * 1024),
+        records: proto.then(Vec::new),
         keys: Vec::with_capacity(max_events.min(1024)),
         events: 0,
+        opened_at: SystemTime::now(),
     }
 }
 
@@ -113,18 +179,41 @@ mod tests {
         }
     }
 
+    fn start(
+        max_events: usize,
+        max_bytes: usize,
+        max_wait: Duration,
+        proto: bool,
+    ) -> (
+        mpsc::Sender<Accepted>,
+        mpsc::Receiver<Arc<Batch>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel(64);
+        let encoders = Encoders {
+            lines: LineEncoder::new(OutputFormat::Raw, None),
+            proto: proto.then(|| ProtoEncoder::new(None)),
+        };
+        let limits = Limits {
+            max_events,
+            max_bytes,
+            max_wait,
+        };
+        let task = tokio::spawn(run(in_rx, Fanout(vec![out_tx]), encoders, limits));
+        (in_tx, out_rx, task)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_batch_closes_on_size_or_interval_whichever_first() {
-        let (in_tx, in_rx) = mpsc::channel(16);
-        let (out_tx, mut out_rx) = mpsc::channel(16);
-        let enc = LineEncoder::new(OutputFormat::Raw, None);
-        let task = tokio::spawn(run(in_rx, out_tx, enc, 3, Duration::from_secs(5)));
+        let (in_tx, mut out_rx, task) = start(3, usize::MAX, Duration::from_secs(5), false);
         for i in 0..4 {
             in_tx.send(accepted(i)).await.unwrap();
         }
         let first = out_rx.recv().await.unwrap();
         assert_eq!((first.events, first.keys.len()), (3, 3));
         assert_eq!(first.bytes.iter().filter(|&&b| b == b'\n').count(), 3);
+        assert!(first.records.is_none(), "no protobuf unless asked for");
         // The fourth event waits for the interval (time is paused: this does not sleep).
         let second = out_rx.recv().await.unwrap();
         assert_eq!(second.events, 1);
@@ -134,12 +223,26 @@ mod tests {
         assert!(out_rx.recv().await.is_none(), "an idle pipe writes nothing");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_when_its_lines_reach_the_byte_bound() {
+        // Each line is 43 bytes: a 100-byte bound closes a batch at its third.
+        let (in_tx, mut out_rx, task) = start(1000, 100, Duration::from_secs(3600), true);
+        for i in 0..7 {
+            in_tx.send(accepted(i)).await.unwrap();
+        }
+        drop(in_tx);
+        let mut sizes = Vec::new();
+        while let Some(b) = out_rx.recv().await {
+            assert!(b.records.as_ref().is_some_and(|r| !r.is_empty()));
+            sizes.push(b.events);
+        }
+        assert_eq!(sizes, vec![3, 3, 1]);
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn closing_the_input_flushes_the_partial_batch() {
-        let (in_tx, in_rx) = mpsc::channel(16);
-        let (out_tx, mut out_rx) = mpsc::channel(16);
-        let enc = LineEncoder::new(OutputFormat::Raw, None);
-        let task = tokio::spawn(run(in_rx, out_tx, enc, 100, Duration::from_secs(3600)));
+        let (in_tx, mut out_rx, task) = start(100, usize::MAX, Duration::from_secs(3600), false);
         in_tx.send(accepted(1)).await.unwrap();
         drop(in_tx);
         assert_eq!(out_rx.recv().await.unwrap().events, 1);

@@ -3,9 +3,9 @@
 //! listener (which reads it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::sink::SinkHealth;
 use crate::source::SourceHealth;
 
 /// What every stage shares. Cheap to clone.
@@ -15,51 +15,17 @@ pub struct Health {
     pub sinks: Arc<SinkHealth>,
 }
 
-/// How many sinks are failing. A sink marks itself failing when a write fails and keeps the
-/// returned guard until a write succeeds again; dropping the guard marks the recovery, so an
-/// early return cannot leave the pipe unready for good.
-#[derive(Debug, Default)]
-pub struct SinkHealth {
-    failing: AtomicUsize,
-}
-
-impl SinkHealth {
-    /// Marks one sink failing until the guard is dropped. Call on the first failure of a write,
-    /// not on every retry.
-    pub fn failing(self: &Arc<Self>) -> FailingSink {
-        self.failing.fetch_add(1, Ordering::AcqRel);
-        FailingSink {
-            health: self.clone(),
-        }
-    }
-
-    /// Sinks failing right now.
-    pub fn failing_count(&self) -> usize {
-        self.failing.load(Ordering::Acquire)
-    }
-}
-
-/// A sink that is failing; dropped when it recovers.
-#[derive(Debug)]
-pub struct FailingSink {
-    health: Arc<SinkHealth>,
-}
-
-impl Drop for FailingSink {
-    fn drop(&mut self) {
-        self.health.failing.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Ready: the first complete list is delivered and no sink is failing. A pod that is not ready
 /// is taken out of the Service and flagged by `kubectl get pods`; nothing restarts it.
 pub fn readiness(health: &Health) -> Result<(), String> {
     if !health.source.is_ready() {
         return Err("initial list not delivered yet".into());
     }
-    match health.sinks.failing_count() {
-        0 => Ok(()),
-        n => Err(format!("{n} sink(s) failing; retrying")),
+    let failing = health.sinks.failing();
+    if failing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("sink(s) failing, retrying: {}", failing.join(", ")))
     }
 }
 
@@ -78,7 +44,7 @@ pub fn liveness(
     let Some(stall) = stall else {
         return Ok(());
     };
-    if health.source.is_retrying() || health.sinks.failing_count() > 0 {
+    if health.source.is_retrying() || !health.sinks.all_accepting() {
         return Ok(());
     }
     let last = health.source.last_progress_ms().max(started_ms);
@@ -105,12 +71,13 @@ mod tests {
         assert!(readiness(&health).is_err());
         health.source.set_ready();
         assert_eq!(readiness(&health), Ok(()));
-        let guard = health.sinks.failing();
+        let s3 = health.sinks.register("s3");
+        s3.set_failing(true);
         assert_eq!(
             readiness(&health),
-            Err("1 sink(s) failing; retrying".into())
+            Err("sink(s) failing, retrying: s3".into())
         );
-        drop(guard);
+        s3.set_failing(false);
         assert_eq!(readiness(&health), Ok(()));
     }
 
@@ -125,7 +92,7 @@ mod tests {
         health.source.set_retrying(true);
         assert!(liveness(&health, late, start, STALL).is_ok());
         health.source.set_retrying(false);
-        let _failing = health.sinks.failing();
+        health.sinks.register("file").set_failing(true);
         assert!(liveness(&health, late, start, STALL).is_ok());
     }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use kube_event_pipe::config::{self, Cli, Command, LogFormat, SourceConfig};
+use kube_event_pipe::encode::object;
 use kube_event_pipe::health::Health;
-use kube_event_pipe::{dedup, pipeline, signals, telemetry};
+use kube_event_pipe::{dedup, pipeline, signals, sink, telemetry};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -22,6 +23,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Inspect(args)) => report(inspect(&args)),
+        Some(Command::Decode(args)) => {
+            let connection = match config::decode_connection(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            report(decode(&args, &connection))
+        }
         None => {
             let config = match config::build(&matches) {
                 Ok(c) => c,
@@ -108,6 +119,42 @@ fn inspect(args: &config::InspectArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
         // `inspect | head` is a normal way to read it.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+/// `decode`: one object, from a file, stdin or S3, printed as JSON lines.
+fn decode(args: &config::DecodeArgs, connection: &config::S3Connection) -> anyhow::Result<()> {
+    telemetry::init_logging("warn", LogFormat::Text);
+    let (name, bytes) = match (&args.s3, args.input.as_deref()) {
+        (Some(url), _) => {
+            let (bucket, key) = url
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .with_context(|| format!("--s3 {url}: must be s3://BUCKET/KEY"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let bytes = runtime.block_on(sink::s3::get_object(connection, bucket, key))?;
+            (url.clone(), bytes)
+        }
+        (None, Some("-") | None) => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .context("cannot read stdin")?;
+            ("stdin".to_string(), bytes)
+        }
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+            (path.to_string(), bytes)
+        }
+    };
+    let lines = object::decode(&name, &bytes)?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&lines).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to stdout"),
     }

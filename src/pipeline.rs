@@ -1,9 +1,10 @@
 //! Wiring: source → dedup → batcher → sinks, and acks back into the filters; shutdown.
 //!
 //! The dedup stage owns the filter ring and is the only place that touches it: it checks each
-//! record against the ring and the keys in flight, and commits a batch's keys when the sink
-//! thread acknowledges it. Commit follows delivery, so a crash at any point replays at most what
-//! was in flight and never loses an event.
+//! record against the ring and the keys in flight, and commits a batch's keys when every
+//! configured sink has acknowledged that batch (it counts the acks per batch sequence number).
+//! Commit follows delivery, so a crash at any point replays at most what was in flight and
+//! never loses an event.
 //!
 //! Queues, their bounds and what happens when one is full:
 //! - source → dedup: `SOURCE_QUEUE` hand-offs of up to 256 records. Full: the source blocks
@@ -12,16 +13,24 @@
 //!   fills.
 //! - with `--enrich`, dedup → enrichment → batcher: `batch_size` records, then at most
 //!   `enrich_concurrency` being looked up, then `batch_size` more. Full: as above.
-//! - batcher → sinks: one encoded batch. Full: the batcher waits.
+//! - batcher → each sink: `sink::SINK_QUEUE` (4) batches per sink, shared between sinks as
+//!   `Arc<Batch>`. Full: the batcher waits on that sink, so a healthy sink runs at most four
+//!   batches ahead of a failing one (stdout keeps flowing while S3 is down until then), then
+//!   the whole pipe pauses. Nothing accepted is dropped.
 //! - sinks → dedup (acks): unbounded, but never longer than the batches in flight.
 //!
-//! Hence at most `4 × batch_size` accepted events await their ack (queued for the batcher, in the
-//! open batch, queued for the sinks, being written), and acks are applied between source
-//! hand-offs, so accepted-but-uncommitted events stay within `4 × batch_size` + one hand-off
-//! (256); that is the bound on duplicates after a crash. Enrichment adds its queue and the
-//! events it holds (`batch_size` + `enrich_concurrency`).
+//! Hence at most `SINK_QUEUE + 4` batches of events await their last ack: in the dedup → batcher
+//! queue, in the open batch, the batch the batcher is handing over, the slowest sink's queue,
+//! and the batch that sink is writing. Acks are applied between source hand-offs, so
+//! accepted-but-uncommitted events stay within `(SINK_QUEUE + 4) × batch_size` + one hand-off
+//! (256), 4,256 at the defaults: the bound on duplicates after a crash. Memory: each sink
+//! queue holds up to `SINK_QUEUE` batches of at most `batch_max_bytes` encoded bytes (plus the
+//! protobuf records when S3 writes protobuf), shared, so about `(SINK_QUEUE + 2) ×
+//! min(batch_size × event size, batch_max_bytes)` in all: about 3 MB at the defaults with 1 KiB
+//! events, at most 48 MiB however large the events. Enrichment adds its queue and the events
+//! it holds (`batch_size` + `enrich_concurrency`) to the duplicate bound.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -34,10 +43,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::batch::{self, Accepted};
-use crate::config::{Config, OutputFormat, SourceConfig};
+use crate::batch::{self, Accepted, Encoders, Fanout, Limits};
+use crate::config::{Config, ObjectFormat, OutputFormat, SinkConfig, SourceConfig};
 use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
+use crate::encode::proto::ProtoEncoder;
 use crate::enrich::Enricher;
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::health::Health;
@@ -131,8 +141,13 @@ struct DedupStage {
     priors: Option<LruCache<(String, String), RawJson>>,
     emit_deleted: bool,
     tally: Tally,
-    /// Events of acknowledged batches, in order: everything emitted before a point is
-    /// delivered once this reaches the emitted count at that point.
+    /// Acks received per batch sequence number, until every sink has acknowledged it.
+    acks: HashMap<u64, usize>,
+    /// How many sinks must acknowledge a batch before its keys are committed.
+    sinks: usize,
+    /// Events of batches every sink acknowledged. Sinks handle batches in order, so batches
+    /// complete in order: everything emitted before a point is delivered once this reaches the
+    /// emitted count at that point.
     acked_events: u64,
     /// The emitted count when the source's first complete list had been received.
     ready_at: Option<u64>,
@@ -275,15 +290,24 @@ impl DedupStage {
         }
     }
 
-    fn commit(&mut self, ack: BatchAck) {
-        self.acked_events += ack.events as u64;
-        if let Err(e) = self.ring.commit(&ack.keys) {
-            // Delivered but not remembered: a later relist may deliver these again. Never a loss.
-            error!(error = %e, batch = ack.seq, "cannot commit delivered events to the filters; they may be delivered again after a restart");
-        } else {
-            self.tally.committed += ack.keys.len() as u64;
+    /// Counts one sink's ack; commits the batch when it was the last sink to have it.
+    fn ack(&mut self, ack: BatchAck) {
+        let seq = ack.batch.seq;
+        let count = self.acks.entry(seq).or_insert(0);
+        *count += 1;
+        if *count < self.sinks {
+            return;
         }
-        for key in &ack.keys {
+        self.acks.remove(&seq);
+        let batch = ack.batch;
+        self.acked_events += batch.events as u64;
+        if let Err(e) = self.ring.commit(&batch.keys) {
+            // Delivered but not remembered: a later relist may deliver these again. Never a loss.
+            error!(error = %e, batch = seq, "cannot commit delivered events to the filters; they may be delivered again after a restart");
+        } else {
+            self.tally.committed += batch.keys.len() as u64;
+        }
+        for key in &batch.keys {
             self.in_flight.remove(key);
         }
     }
@@ -338,15 +362,15 @@ impl DedupStage {
 
 /// Runs the pipe until its input ends, `shutdown` is cancelled, stdout closes or the source
 /// fails for good. `reopen` is raised by SIGHUP and read by the file sinks; `health.source` is
-/// marked ready once the source's first complete list is delivered, and the sinks report their
-/// failures in `health.sinks`.
+/// marked ready once the source's first complete list is delivered; every sink registers its
+/// state in `health.sinks` (failing or accepting) when it starts.
 pub async fn run(
     config: &Config,
     shutdown: CancellationToken,
     reopen: Arc<AtomicBool>,
     health: Health,
 ) -> Result<Report, PipelineError> {
-    let sink_health = health.sinks.clone();
+    let sinks = health.sinks.clone();
     let health = health.source;
     // The source first: a wrong input path or an unreachable cluster must not leave a new
     // filter file behind.
@@ -366,11 +390,27 @@ pub async fn run(
         error_rate: config.filter_error_rate,
         rotation_interval: config.rotation_interval,
     })?;
-    let sinks = config
-        .sinks
-        .iter()
-        .map(|s| LineSink::open(s, &reopen))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
+    let mut queues = Vec::with_capacity(config.sinks.len());
+    let mut workers = Vec::with_capacity(config.sinks.len());
+    for (index, sink_config) in config.sinks.iter().enumerate() {
+        let (tx, rx) = mpsc::channel(sink::SINK_QUEUE);
+        queues.push(tx);
+        let worker = match LineSink::open(sink_config, &reopen)? {
+            Some(line) => {
+                let state = sinks.register(&line.name());
+                sink::spawn_line(line, index, rx, ack_tx.clone(), state)?
+            }
+            None => {
+                let s3 = open_s3(config).await?;
+                let state = sinks.register(&format!("s3 bucket {}", s3.bucket));
+                sink::s3::spawn(s3, index, rx, ack_tx.clone(), state)
+            }
+        };
+        workers.push(worker);
+    }
+    // Only the workers hold ack senders now: the channel closes when the last one ends.
+    drop(ack_tx);
 
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(config.batch_size);
     // Enrichment sits between the dedup stage and the batcher, in order, when it is on.
@@ -384,17 +424,22 @@ pub async fn run(
         }
         _ => accepted_rx,
     };
-    let (batch_tx, batch_rx) = mpsc::channel(1);
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
-    let encoder = LineEncoder::new(config.format, config.cluster_name.as_deref());
+    let protobuf =
+        config.sinks.contains(&SinkConfig::S3) && config.s3.format == ObjectFormat::Protobuf;
+    let encoders = Encoders {
+        lines: LineEncoder::new(config.format, config.cluster_name.as_deref()),
+        proto: protobuf.then(|| ProtoEncoder::new(config.cluster_name.as_deref())),
+    };
     let batcher = tokio::spawn(batch::run(
         accepted_rx,
-        batch_tx,
-        encoder,
-        config.batch_size,
-        config.batch_interval,
+        Fanout(queues),
+        encoders,
+        Limits {
+            max_events: config.batch_size,
+            max_bytes: config.batch_max_bytes,
+            max_wait: config.batch_interval,
+        },
     ));
-    let sink_thread = sink::spawn(sinks, batch_rx, ack_tx, sink_health)?;
 
     let mut stage = DedupStage {
         ring,
@@ -406,6 +451,8 @@ pub async fn run(
             .then(|| LruCache::new(NonZeroUsize::new(PRIOR_VERSIONS).unwrap_or(NonZeroUsize::MIN))),
         emit_deleted: config.emit_deleted,
         tally: Tally::default(),
+        acks: HashMap::new(),
+        sinks: config.sinks.len(),
         acked_events: 0,
         ready_at: None,
         meters: StageMeters::new(
@@ -441,10 +488,10 @@ pub async fn run(
             biased;
             ack = ack_rx.recv() => match ack {
                 Some(ack) => {
-                    stage.commit(ack);
+                    stage.ack(ack);
                     stage.check_ready(&health);
                 }
-                // The sink thread is gone: it drained everything, or stdout closed.
+                // Every sink worker is gone: they drained everything, or stdout closed.
                 None => break,
             },
             _ = sync_timer.tick() => {
@@ -502,12 +549,14 @@ pub async fn run(
     if end != EndReason::ShutdownTimeout {
         // Both have finished (the ack channel closed), so these joins do not wait.
         let _ = batcher.await;
-        if let Ok(SinkEnd::StdoutClosed) = sink_thread.join() {
-            info!(
-                in_flight = stage.in_flight.len(),
-                "stdout closed by its reader; events in flight stay uncommitted"
-            );
-            end = EndReason::StdoutClosed;
+        for worker in workers {
+            if let Some(SinkEnd::StdoutClosed) = worker.join().await {
+                info!(
+                    in_flight = stage.in_flight.len(),
+                    "stdout closed by its reader; events in flight stay uncommitted"
+                );
+                end = EndReason::StdoutClosed;
+            }
         }
     }
     stage.flush_all().await?;
@@ -542,6 +591,32 @@ fn unix_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Connects the S3 sink: the stream id, this run's number, and a client. Runs after the ring is
+/// open, so the persistence directory exists and is locked.
+async fn open_s3(config: &Config) -> Result<sink::s3::S3Sink, SinkError> {
+    let settings = &config.s3;
+    let dir = &config.persistence_path;
+    let discovered = match (&settings.uid, &config.source) {
+        (None, SourceConfig::Kube(kube)) if !dir.join("stream-uid").exists() => {
+            source::kube::cluster_uid(kube).await
+        }
+        _ => None,
+    };
+    let uid = sink::s3::stream_uid(settings.uid.as_deref(), dir, discovered)?;
+    let run = sink::s3::next_run(dir)?;
+    let client = sink::s3::client(&settings.connection).await;
+    // Config validation guarantees a bucket when the S3 sink is on.
+    let bucket = settings.bucket.clone().unwrap_or_default();
+    info!(bucket = %bucket, uid = %uid, run, format = ?settings.format, "S3 sink ready");
+    let layout = sink::s3::ObjectLayout {
+        prefix: settings.prefix.clone(),
+        uid,
+        run,
+        format: settings.format,
+    };
+    Ok(sink::s3::S3Sink::new(client, settings, bucket, layout))
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -560,5 +635,78 @@ mod tests {
         set.insert(a);
         assert!(set.contains(&a));
         assert!(!set.contains(&OccurrenceKey::new("ns", "a", 2)));
+    }
+
+    fn batch(seq: u64, key: OccurrenceKey) -> Arc<batch::Batch> {
+        Arc::new(batch::Batch {
+            seq,
+            bytes: b"{}\n".to_vec(),
+            records: None,
+            keys: vec![key],
+            events: 1,
+            opened_at: std::time::SystemTime::now(),
+        })
+    }
+
+    #[test]
+    fn a_batch_is_committed_only_when_every_sink_acked_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open(RingConfig {
+            dir: dir.path().to_path_buf(),
+            generations: 2,
+            capacity: 1000,
+            error_rate: 1e-6,
+            rotation_interval: std::time::Duration::from_secs(3600),
+        })
+        .unwrap();
+        let (a, b) = (
+            OccurrenceKey::new("d", "a", 1),
+            OccurrenceKey::new("d", "b", 1),
+        );
+        let mut stage = DedupStage {
+            ring,
+            in_flight: [a, b].into_iter().collect(),
+            keys: Vec::new(),
+            in_ring: Vec::new(),
+            flushing: None,
+            priors: None,
+            emit_deleted: false,
+            tally: Tally::default(),
+            acks: HashMap::new(),
+            sinks: 2,
+            acked_events: 0,
+            ready_at: None,
+            meters: StageMeters::new("replay", 2, false),
+        };
+        let in_ring = |stage: &DedupStage, key| {
+            let mut out = Vec::new();
+            stage.ring.contains_many(&[key], &mut out);
+            out[0]
+        };
+        let (first, second) = (batch(0, a), batch(1, b));
+        // stdout has both batches, S3 only the first.
+        stage.ack(BatchAck {
+            sink: 0,
+            batch: first.clone(),
+        });
+        stage.ack(BatchAck {
+            sink: 0,
+            batch: second.clone(),
+        });
+        assert!(!in_ring(&stage, a), "committed with one sink of two");
+        assert_eq!(stage.acked_events, 0);
+        stage.ack(BatchAck {
+            sink: 1,
+            batch: first,
+        });
+        assert!(in_ring(&stage, a) && !in_ring(&stage, b));
+        assert!(!stage.in_flight.contains(&a) && stage.in_flight.contains(&b));
+        assert_eq!((stage.acked_events, stage.tally.committed), (1, 1));
+        stage.ack(BatchAck {
+            sink: 1,
+            batch: second,
+        });
+        assert!(in_ring(&stage, b));
+        assert!(stage.acks.is_empty() && stage.in_flight.is_empty());
     }
 }

@@ -160,13 +160,10 @@ fn bad_config_values_name_their_origin_the_value_and_what_is_accepted() {
             file.display()
         )
     );
-    std::fs::write(&file, "sink: s3\n").unwrap();
+    std::fs::write(&file, "sink: [stdout, s3]\n").unwrap();
     assert_eq!(
         config_error(&["--config", file.to_str().unwrap()], &[]),
-        format!(
-            "error: sink=s3 (config file {}): the s3 sink is not available in this version; use stdout or file\n",
-            file.display()
-        )
+        "error: the s3 sink needs a bucket: set --s3-bucket, KUBE_EVENT_PIPE_S3_BUCKET or aws_bucket in the config file\n"
     );
 }
 

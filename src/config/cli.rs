@@ -24,6 +24,35 @@ pub struct Cli {
 pub enum Command {
     /// Show each filter generation: age, inserted keys, fill and estimated false-positive rate.
     Inspect(InspectArgs),
+    /// Print an object the S3 sink wrote (gzip of JSON lines or protobuf) as JSON lines.
+    Decode(DecodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// A local object, or `-` for stdin.
+    #[arg(
+        value_name = "FILE|-",
+        required_unless_present = "s3",
+        conflicts_with = "s3"
+    )]
+    pub input: Option<String>,
+    /// Read the object from S3 instead: `s3://bucket/key`.
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub s3: Option<String>,
+    /// AWS region of the bucket.
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    pub aws_region: Option<String>,
+    /// AWS shared-config profile.
+    #[arg(long, env = "AWS_PROFILE", value_name = "PROFILE")]
+    pub aws_profile: Option<String>,
+    /// Endpoint URL of an S3-compatible store.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible stores want.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_FORCE_PATH_STYLE", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub s3_force_path_style: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +123,9 @@ pub struct RunArgs {
     /// Longest wait (seconds, fractions allowed) before a partial batch is flushed. Default: 1.
     #[arg(long, env = "KUBE_EVENT_PIPE_BATCH_INTERVAL", value_name = "SECS")]
     pub batch_interval: Option<String>,
+    /// Closes a batch once its encoded lines reach this many bytes. Default: 8388608 (8 MiB).
+    #[arg(long, env = "KUBE_EVENT_PIPE_BATCH_MAX_BYTES", value_name = "BYTES")]
+    pub batch_max_bytes: Option<String>,
     /// Seconds to wait for in-flight events to be delivered on shutdown. Default: 30.
     #[arg(
         long,
@@ -169,9 +201,10 @@ pub struct RunArgs {
     /// Events being enriched at once (each may wait on lookups). Default: 64.
     #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_CONCURRENCY", value_name = "N")]
     pub enrich_concurrency: Option<String>,
-    /// Sinks to deliver to, comma separated: `stdout`, `file` (other sinks come later). Default: from --destination.
-    #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST")]
-    pub sink: Option<String>,
+    /// Sinks to deliver to, repeated or comma separated: `stdout`, `file`, `s3`. Default: from --destination.
+    #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST",
+          action = clap::ArgAction::Append)]
+    pub sink: Vec<String>,
     /// Identifier of this event stream in object keys (S3). Default: derived from the cluster.
     #[arg(long, env = "KUBE_EVENT_PIPE_UID", value_name = "ID")]
     pub uid: Option<String>,
@@ -195,4 +228,23 @@ pub struct RunArgs {
     /// AWS shared-config profile for the S3 sink.
     #[arg(long, env = "AWS_PROFILE", value_name = "PROFILE")]
     pub aws_profile: Option<String>,
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, R2…). Default: AWS.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible stores want. Default: false.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_FORCE_PATH_STYLE", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub s3_force_path_style: Option<String>,
+    /// Object format: `jsonl` (the lines stdout gets) or `protobuf`, gzipped either way. Default: jsonl.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_FORMAT", value_name = "jsonl|protobuf")]
+    pub s3_format: Option<String>,
+    /// Storage class of new objects, e.g. STANDARD_IA. Default: the bucket's (STANDARD).
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_STORAGE_CLASS", value_name = "CLASS")]
+    pub s3_storage_class: Option<String>,
+    /// Server-side encryption: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS). Default: the bucket's.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_SSE", value_name = "AES256|aws:kms")]
+    pub s3_sse: Option<String>,
+    /// KMS key for `--s3-sse aws:kms`. Default: the account's aws/s3 key.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_SSE_KMS_KEY_ID", value_name = "KEY")]
+    pub s3_sse_kms_key_id: Option<String>,
 }

@@ -27,6 +27,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sync_interval",
     "batch_size",
     "batch_interval",
+    "batch_max_bytes",
     "shutdown_timeout",
     "log_level",
     "log_format",
@@ -62,6 +63,12 @@ const KNOWN_KEYS: &[&str] = &[
     "cluster",
     "s3_prefix",
     "s3_bucket",
+    "s3_endpoint",
+    "s3_force_path_style",
+    "s3_format",
+    "s3_storage_class",
+    "s3_sse",
+    "s3_sse_kms_key_id",
 ];
 
 pub(super) struct FileLayer {

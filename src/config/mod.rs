@@ -18,7 +18,9 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use thiserror::Error;
 
-pub use cli::{Cli, Command, InspectArgs, RunArgs};
+pub use cli::{Cli, Command, DecodeArgs, InspectArgs, RunArgs};
+
+pub use crate::encode::object::ObjectFormat;
 use file::FileLayer;
 pub use redact::{REDACTED, Redacted, redact};
 
@@ -125,17 +127,62 @@ pub enum SinkConfig {
         path: PathBuf,
         fsync: bool,
     },
+    /// Gzipped batches to the bucket in [`Config::s3`].
+    S3,
 }
 
-/// Settings of the later S3 sink, parsed and validated now so that a k8stream config file is
-/// accepted whole.
+/// Server-side encryption asked of S3 for each object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS, with the account's default key when `key_id` is none.
+    Kms { key_id: Option<String> },
+}
+
+/// How to reach S3 (shared by the sink and `decode`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Connection {
+    /// Default: the SDK's chain (AWS_REGION, the profile), else us-east-1.
+    pub region: Option<String>,
+    /// A shared-config profile; default: the SDK's (AWS_PROFILE, else `default`).
+    pub profile: Option<String>,
+    /// An S3-compatible store's URL; request checksums are then sent only when required, since
+    /// many such stores reject the CRC32 checksums recent SDKs add.
+    pub endpoint: Option<String>,
+    /// `endpoint/bucket/key` instead of `bucket.endpoint/key`. Default false (AWS's style).
+    pub force_path_style: bool,
+}
+
+/// The S3 sink's settings. Validated whether or not the sink is on, so that a k8stream config
+/// file is accepted whole and a typo is caught before the sink is switched on.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {
+    /// The stream's id in object keys. Default: the kube-system namespace's UID when the kube
+    /// source can read it, else a UUID kept in the persistence directory (`stream-uid`).
     pub uid: Option<String>,
+    /// Leading key segment(s), without a trailing `/`. Default: none.
     pub prefix: Option<String>,
     pub bucket: Option<String>,
-    pub region: Option<String>,
-    pub profile: Option<String>,
+    pub connection: S3Connection,
+    /// Default jsonl: the same lines the other sinks get, readable with zcat.
+    pub format: ObjectFormat,
+    pub storage_class: Option<String>,
+    pub sse: Option<Sse>,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            uid: None,
+            prefix: None,
+            bucket: None,
+            connection: S3Connection::default(),
+            format: ObjectFormat::Jsonl,
+            storage_class: None,
+            sse: None,
+        }
+    }
 }
 
 /// The validated configuration of the main job.
@@ -168,6 +215,9 @@ pub struct Config {
     pub batch_size: usize,
     /// Longest a partial batch waits. Default 1 s: the latency floor for quiet clusters.
     pub batch_interval: Duration,
+    /// Encoded bytes at which a batch closes. Default 8 MiB: bounds the memory a batch holds in
+    /// every sink queue and the size of one S3 PUT, whatever the events weigh.
+    pub batch_max_bytes: usize,
     /// How long shutdown waits for in-flight events. Default 30 s (a pod's default grace period).
     pub shutdown_timeout: Duration,
     /// A tracing filter directive; Python level names are translated.
@@ -375,11 +425,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
                             ));
                         }
                     },
-                    _ => {
-                        return Err(raw.invalid(
-                            "the s3 sink is not available in this version; use stdout or file",
-                        ));
-                    }
+                    _ => sinks.push(SinkConfig::S3),
                 }
             }
             sinks
@@ -446,6 +492,10 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.001, 3600.0))?,
         None => Duration::from_secs(1),
     };
+    let batch_max_bytes = match get("batch_max_bytes", &["batch_max_bytes"]) {
+        Some(raw) => raw.parse(|v| parse::whole(v, 1024, 1 << 30))? as usize,
+        None => 8 << 20,
+    };
     let shutdown_timeout = match get("shutdown_timeout", &["shutdown_timeout"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.0, 3600.0))?,
         None => Duration::from_secs(30),
@@ -470,17 +520,12 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         Some(raw) => raw.parse(parse::boolean)?,
         None => false,
     };
-    let s3 = S3Settings {
-        uid: get("uid", &["uid"])
-            .map(|r| r.parse(parse::uid))
-            .transpose()?,
-        prefix: get("prefix", &["prefix", "s3_prefix"]).map(|r| r.value),
-        bucket: get("aws_bucket", &["aws_bucket", "s3_bucket"])
-            .map(|r| r.parse(parse::bucket))
-            .transpose()?,
-        region: get("aws_region", &["aws_region"]).map(|r| r.value),
-        profile: get("aws_profile", &["aws_profile"]).map(|r| r.value),
-    };
+    let s3 = s3_settings(&get)?;
+    if sinks.contains(&SinkConfig::S3) && s3.bucket.is_none() {
+        return Err(ConfigError::Conflict(
+            "the s3 sink needs a bucket: set --s3-bucket, KUBE_EVENT_PIPE_S3_BUCKET or aws_bucket in the config file".into(),
+        ));
+    }
 
     let enrich = match get("enrich", &["enrich"]) {
         Some(raw) => raw.parse(parse::boolean)?,
@@ -511,6 +556,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         sync_interval,
         batch_size,
         batch_interval,
+        batch_max_bytes,
         shutdown_timeout,
         log_filter,
         log_format,
@@ -551,6 +597,107 @@ fn enrich_config(get: &impl Fn(&str, &[&str]) -> Option<Raw>) -> Result<EnrichCo
         concurrency: match get("enrich_concurrency", &["enrich_concurrency"]) {
             Some(raw) => raw.parse(|v| parse::whole(v, 1, 10_000))? as usize,
             None => d.concurrency,
+        },
+    })
+}
+
+fn s3_settings(get: &impl Fn(&str, &[&str]) -> Option<Raw>) -> Result<S3Settings, ConfigError> {
+    let sse = match get("s3_sse", &["s3_sse"]) {
+        Some(raw) => Some(
+            match raw.parse(|v| parse::one_of(v, &["AES256", "aws:kms"]))? {
+                "AES256" => Sse::S3,
+                _ => Sse::Kms { key_id: None },
+            },
+        ),
+        None => None,
+    };
+    let sse = match (sse, get("s3_sse_kms_key_id", &["s3_sse_kms_key_id"])) {
+        (Some(Sse::Kms { .. }), Some(raw)) if !raw.value.trim().is_empty() => Some(Sse::Kms {
+            key_id: Some(raw.value.trim().to_string()),
+        }),
+        (_, Some(raw)) => return Err(raw.invalid("needs --s3-sse aws:kms")),
+        (sse, None) => sse,
+    };
+    let prefix = match get("prefix", &["prefix", "s3_prefix"]) {
+        Some(raw) => {
+            let trimmed = raw.value.trim_matches('/');
+            if trimmed.chars().any(char::is_control) || trimmed.split('/').any(|s| s == "..") {
+                return Err(raw.invalid("must be a key prefix without control characters or .."));
+            }
+            (!trimmed.is_empty()).then(|| trimmed.to_string())
+        }
+        None => None,
+    };
+    Ok(S3Settings {
+        uid: get("uid", &["uid"])
+            .map(|r| r.parse(parse::uid))
+            .transpose()?,
+        prefix,
+        bucket: get("aws_bucket", &["aws_bucket", "s3_bucket"])
+            .map(|r| r.parse(parse::bucket))
+            .transpose()?,
+        connection: S3Connection {
+            region: get("aws_region", &["aws_region"])
+                .map(|r| r.parse(parse::region))
+                .transpose()?,
+            profile: get("aws_profile", &["aws_profile"]).map(|r| r.value),
+            endpoint: get("s3_endpoint", &["s3_endpoint"])
+                .map(|r| r.parse(parse::endpoint))
+                .transpose()?,
+            force_path_style: match get("s3_force_path_style", &["s3_force_path_style"]) {
+                Some(raw) => raw.parse(parse::boolean)?,
+                None => false,
+            },
+        },
+        format: match get("s3_format", &["s3_format"]) {
+            Some(raw) => match raw.parse(|v| parse::one_of(v, &["jsonl", "protobuf"]))? {
+                "protobuf" => ObjectFormat::Protobuf,
+                _ => ObjectFormat::Jsonl,
+            },
+            None => ObjectFormat::Jsonl,
+        },
+        storage_class: get("s3_storage_class", &["s3_storage_class"])
+            .map(|r| r.parse(|v| parse::one_of(v, STORAGE_CLASSES).map(str::to_string)))
+            .transpose()?,
+        sse,
+    })
+}
+
+/// The storage classes S3 accepts on a PUT.
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+    "EXPRESS_ONEZONE",
+];
+
+/// Validates the S3 options of `decode`, with the same rules and messages as the run options.
+pub fn decode_connection(args: &DecodeArgs) -> Result<S3Connection, ConfigError> {
+    let flag = |name: &str, value: &str| Raw {
+        name: format!("--{name}"),
+        value: value.to_string(),
+        origin: Origin::Flag,
+    };
+    Ok(S3Connection {
+        region: args
+            .aws_region
+            .as_deref()
+            .map(|v| flag("aws-region", v).parse(parse::region))
+            .transpose()?,
+        profile: args.aws_profile.clone(),
+        endpoint: args
+            .s3_endpoint
+            .as_deref()
+            .map(|v| flag("s3-endpoint", v).parse(parse::endpoint))
+            .transpose()?,
+        force_path_style: match args.s3_force_path_style.as_deref() {
+            Some(v) => flag("s3-force-path-style", v).parse(parse::boolean)?,
+            None => false,
         },
     })
 }

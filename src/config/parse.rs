@@ -158,6 +158,36 @@ pub(super) fn bucket(v: &str) -> Result<String, String> {
     }
 }
 
+/// An AWS region name (`eu-west-1`), or a store's own (`auto`, `garage`): lower-case letters,
+/// digits and '-', starting with a letter.
+pub(super) fn region(v: &str) -> Result<String, String> {
+    let ok = (1..=32).contains(&v.len())
+        && v.as_bytes()[0].is_ascii_lowercase()
+        && !v.ends_with('-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("must be a region name such as eu-west-1 (lower-case letters, digits and '-')".into())
+    }
+}
+
+/// An endpoint URL: http or https, a host, nothing after the authority but an optional `/`.
+pub(super) fn endpoint(v: &str) -> Result<String, String> {
+    let requirement =
+        || "must be an http:// or https:// URL such as http://127.0.0.1:9000".to_string();
+    let uri: http::Uri = v.parse().map_err(|_| requirement())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    if scheme_ok && host_ok && path_ok {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err(requirement())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +259,28 @@ mod tests {
         assert!(bucket("my-events").is_ok());
         assert!(bucket("My_Bucket").is_err());
         assert!(bucket("ab").is_err());
+    }
+
+    #[test]
+    fn regions_and_endpoints_are_checked() {
+        assert!(region("eu-west-1").is_ok());
+        assert!(region("auto").is_ok());
+        for bad in ["EU-WEST-1", "eu_west_1", "1eu", "eu-", ""] {
+            assert!(region(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            endpoint("http://127.0.0.1:9000/").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert!(endpoint("https://s3.example.com").is_ok());
+        for bad in [
+            "127.0.0.1:9000",
+            "ftp://x",
+            "http://",
+            "http://h/path",
+            "not a url",
+        ] {
+            assert!(endpoint(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -115,6 +115,7 @@ impl fmt::Display for Redacted<'_> {
                 SinkConfig::File { path, fsync } => {
                     format!("file:{} (fsync {fsync})", path.display())
                 }
+                SinkConfig::S3 => "s3".to_string(),
             })
             .collect();
         push("sinks", sinks.join(","));
@@ -165,11 +166,31 @@ impl fmt::Display for Redacted<'_> {
             ("uid", &s3.uid),
             ("s3_prefix", &s3.prefix),
             ("s3_bucket", &s3.bucket),
-            ("aws_region", &s3.region),
-            ("aws_profile", &s3.profile),
+            ("aws_region", &s3.connection.region),
+            ("aws_profile", &s3.connection.profile),
+            ("s3_endpoint", &s3.connection.endpoint),
+            ("s3_storage_class", &s3.storage_class),
         ] {
             if let Some(v) = value {
                 push(name, v.clone());
+            }
+        }
+        if s3.bucket.is_some() {
+            push("s3_format", format!("{:?}", s3.format).to_lowercase());
+            push(
+                "s3_force_path_style",
+                s3.connection.force_path_style.to_string(),
+            );
+            if let Some(sse) = &s3.sse {
+                push(
+                    "s3_sse",
+                    match sse {
+                        crate::config::Sse::S3 => "AES256".into(),
+                        crate::config::Sse::Kms { key_id } => {
+                            format!("aws:kms {}", key_id.as_deref().unwrap_or("(default key)"))
+                        }
+                    },
+                );
             }
         }
         for (i, (name, value)) in fields.iter().enumerate() {

@@ -103,8 +103,8 @@ fn k8stream_keys_map_to_ours() {
     );
     assert_eq!(c.s3.uid.as_deref(), Some("prod-1"));
     assert_eq!(c.s3.bucket.as_deref(), Some("my-events"));
-    assert_eq!(c.s3.region.as_deref(), Some("eu-west-1"));
-    assert_eq!(c.s3.profile.as_deref(), Some("archive"));
+    assert_eq!(c.s3.connection.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.s3.connection.profile.as_deref(), Some("archive"));
     assert_eq!(c.s3.prefix.as_deref(), Some("events"));
 }
 
@@ -124,13 +124,62 @@ fn file_errors_name_the_file_and_key() {
         err.to_string(),
         format!("batch_size=0 (config file {path}): must be a whole number from 1 to 1000000")
     );
-    let (_d, path) = write_config("sink: s3\n", "yaml");
+    let (_d, path) = write_config("sink: s3\ns3_format: avro\n", "yaml");
     let err = build_from(&["--config", &path]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!(
-            "sink=s3 (config file {path}): the s3 sink is not available in this version; use stdout or file"
-        )
+        format!("s3_format=avro (config file {path}): must be one of jsonl, protobuf")
+    );
+}
+
+#[test]
+fn the_s3_sink_takes_k8stream_keys_and_repeated_sink_flags() {
+    let (_d, path) = write_config(
+        r#"{"sink": ["stdout", "s3"], "aws_bucket": "evs", "aws_region": "eu-west-1", "prefix": "/k8s/"}"#,
+        "json",
+    );
+    let c = build_from(&["--config", &path, "--s3-format", "protobuf"]).unwrap();
+    assert_eq!(c.sinks, vec![SinkConfig::Stdout, SinkConfig::S3]);
+    assert_eq!(c.s3.prefix.as_deref(), Some("k8s"));
+    assert_eq!(c.s3.format, ObjectFormat::Protobuf);
+    let c = build_from(&[
+        "--sink",
+        "stdout",
+        "--sink",
+        "s3",
+        "--s3-bucket",
+        "evs",
+        "--s3-sse",
+        "aws:kms",
+        "--s3-sse-kms-key-id",
+        "k1",
+        "--s3-endpoint",
+        "http://127.0.0.1:9000",
+        "--s3-force-path-style",
+    ])
+    .unwrap();
+    assert_eq!(c.sinks, vec![SinkConfig::Stdout, SinkConfig::S3]);
+    assert_eq!(
+        c.s3.sse,
+        Some(Sse::Kms {
+            key_id: Some("k1".into())
+        })
+    );
+    assert!(c.s3.connection.force_path_style);
+    assert_eq!(c.batch_max_bytes, 8 << 20);
+}
+
+#[test]
+fn bad_s3_settings_are_rejected_with_the_fix() {
+    let err = build_from(&["--sink", "s3"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the s3 sink needs a bucket: set --s3-bucket, KUBE_EVENT_PIPE_S3_BUCKET or aws_bucket in the config file"
+    );
+    let err = build_from(&["--s3-sse-kms-key-id", "k1"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--s3-sse-kms-key-id=k1 (flag): needs --s3-sse aws:kms"
     );
 }
 

@@ -1,3 +1,5 @@
 //! Encoders: pure functions from records to bytes, testable without I/O.
 
 pub mod json;
+pub mod object;
+pub mod proto;

@@ -98,6 +98,21 @@ pub async fn start(
     Ok(())
 }
 
+/// The kube-system namespace's UID: a stable id of the cluster, used to name the S3 stream when
+/// no `--uid` is given. `None` when it cannot be read within a few seconds (no RBAC to get
+/// namespaces, an unreachable API server); the caller then falls back to a stored UUID.
+pub async fn cluster_uid(config: &KubeConfig) -> Option<String> {
+    let lookup = async {
+        let (client, _) = connect(config).await.ok()?;
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        api.get("kube-system").await.ok()?.metadata.uid
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), lookup)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
 /// service account, in that order, and the API server's URL for messages.
 pub(crate) async fn connect(config: &KubeConfig) -> Result<(Client, Arc<str>), SourceError> {
@@ -436,6 +451,9 @@ impl Watcher {
                     // start the list over; the filters drop what was already delivered.
                     info!(scope = %self.scope, "list continue token expired; listing again from the start");
                     continue_token = None;
+                    // A list that restarts at once can loop while the history churns faster
+                    // than a page is handed over; like every relist, it waits its turn.
+                    self.retry.wait().await;
                     continue;
                 }
                 Err(e) => {

@@ -6,6 +6,7 @@
 
 pub mod fake_api;
 pub mod kube_pipe;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -96,6 +97,14 @@ impl Reader {
             }
         }
         &self.seen
+    }
+
+    /// Takes whatever lines have arrived, without waiting; returns how many were read in total.
+    pub fn drain_ready(&mut self) -> usize {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.len()
     }
 
     /// Everything until the stream closes.

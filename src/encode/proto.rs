@@ -1,0 +1,204 @@
+//! Protobuf records (`proto/kube_event_pipe.proto`) for S3 objects: the Event's main fields,
+//! typed, and its raw JSON, so a reader can query without parsing JSON and still lose nothing.
+//!
+//! Building a record parses the Event's JSON, which the JSON-lines path never does; the pipeline
+//! builds an encoder only when an S3 sink writes protobuf.
+
+use std::borrow::Cow;
+
+use prost::Message;
+use serde::Deserialize;
+
+use crate::encode::json::write_compact;
+use crate::event::{Change, EventRecord};
+
+/// The generated types of `proto/kube_event_pipe.proto`.
+pub mod schema {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/kube_event_pipe.v1.rs"));
+}
+
+/// Builds length-delimited records.
+#[derive(Debug, Clone)]
+pub struct ProtoEncoder {
+    cluster: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EventFields<'a> {
+    #[serde(borrow)]
+    metadata: Meta<'a>,
+    #[serde(borrow)]
+    first_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    last_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    involved_object: Option<ObjectRef<'a>>,
+    #[serde(borrow)]
+    source: Option<Source<'a>>,
+    #[serde(borrow)]
+    reporting_component: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reporting_instance: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    creation_timestamp: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ObjectRef<'a> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    field_path: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Source<'a> {
+    #[serde(borrow)]
+    component: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    host: Option<Cow<'a, str>>,
+}
+
+fn text(v: Option<Cow<'_, str>>) -> String {
+    v.map(Cow::into_owned).unwrap_or_default()
+}
+
+impl ProtoEncoder {
+    pub fn new(cluster: Option<&str>) -> Self {
+        ProtoEncoder {
+            cluster: cluster.map(str::to_owned),
+        }
+    }
+
+    /// The record for one event. Fields the Event lacks, or holds with an unexpected type, are
+    /// left empty rather than failing: `raw_json` still carries everything.
+    pub fn record(&self, record: &EventRecord) -> schema::EventRecord {
+        let fields: EventFields<'_> = serde_json::from_str(record.raw.get()).unwrap_or_default();
+        let mut raw_json = Vec::with_capacity(record.raw.get().len());
+        write_compact(record.raw.get(), &mut raw_json);
+        schema::EventRecord {
+            uid: text(fields.metadata.uid),
+            namespace: record.namespace.clone(),
+            name: record.name.clone(),
+            resource_version: text(fields.metadata.resource_version),
+            first_timestamp: text(fields.first_timestamp),
+            last_timestamp: text(fields.last_timestamp),
+            event_time: text(fields.event_time),
+            creation_timestamp: text(fields.metadata.creation_timestamp),
+            reason: text(fields.reason),
+            message: text(fields.message),
+            r#type: text(fields.kind),
+            involved_object: fields.involved_object.map(|o| schema::ObjectReference {
+                kind: text(o.kind),
+                namespace: text(o.namespace),
+                name: text(o.name),
+                uid: text(o.uid),
+                api_version: text(o.api_version),
+                resource_version: text(o.resource_version),
+                field_path: text(o.field_path),
+            }),
+            source: fields.source.map(|s| schema::EventSource {
+                component: text(s.component),
+                host: text(s.host),
+            }),
+            count: record.count,
+            reporting_controller: text(fields.reporting_component),
+            reporting_instance: text(fields.reporting_instance),
+            action: text(fields.action),
+            change: match record.change {
+                Change::Added => "ADDED",
+                Change::Modified => "MODIFIED",
+                Change::Deleted => "DELETED",
+            }
+            .to_owned(),
+            cluster: self.cluster.clone(),
+            // Enrichment is not carried by records yet; these stay absent until it is.
+            involved_object_labels: Default::default(),
+            involved_object_annotations: Default::default(),
+            owner_kind: None,
+            owner_name: None,
+            node_name: None,
+            node_ip: None,
+            raw_json,
+        }
+    }
+
+    /// Appends the event's record, preceded by its length as a varint.
+    pub fn encode(&self, record: &EventRecord, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot run out of space.
+        let _ = self.record(record).encode_length_delimited(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_carry_the_typed_fields_and_the_raw_json() {
+        let json = r#"{"metadata":{"name":"p.1","namespace":"d","uid":"u-1","resourceVersion":"7"},
+            "involvedObject":{"kind":"Pod","name":"p","namespace":"d"},"reason":"Pulled",
+            "message":"ok","type":"Normal","count":3,"firstTimestamp":"2024-01-02T03:04:05Z",
+            "source":{"component":"kubelet","host":"n1"},"extra":[1]}"#;
+        let rec = EventRecord::from_json(Change::Modified, json).unwrap();
+        let enc = ProtoEncoder::new(Some("c1"));
+        let mut out = Vec::new();
+        enc.encode(&rec, &mut out);
+        enc.encode(&rec, &mut out);
+        let mut buf = out.as_slice();
+        let first = schema::EventRecord::decode_length_delimited(&mut buf).unwrap();
+        let second = schema::EventRecord::decode_length_delimited(&mut buf).unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(first, second);
+        assert_eq!((first.uid.as_str(), first.count), ("u-1", 3));
+        assert_eq!(first.involved_object.unwrap().kind, "Pod");
+        assert_eq!(first.source.unwrap().host, "n1");
+        assert_eq!(first.change, "MODIFIED");
+        assert_eq!(first.cluster.as_deref(), Some("c1"));
+        let raw: serde_json::Value = serde_json::from_slice(&first.raw_json).unwrap();
+        assert_eq!(raw["extra"][0], 1);
+        assert!(!first.raw_json.contains(&b'\n'));
+    }
+
+    #[test]
+    fn odd_field_types_leave_fields_empty_instead_of_failing() {
+        let json = r#"{"metadata":{"name":"x"},"reason":5,"source":"kubelet"}"#;
+        let rec = EventRecord::from_json(Change::Added, json).unwrap();
+        let r = ProtoEncoder::new(None).record(&rec);
+        assert_eq!((r.name.as_str(), r.reason.as_str()), ("x", ""));
+        assert_eq!(r.raw_json, json.as_bytes());
+    }
+}

@@ -1,0 +1,441 @@
+//! The S3 sink against a real S3-protocol server on 127.0.0.1 (tests/support/s3.rs): every
+//! occurrence reaches the bucket once beside the file, an outage and a kill -9 lose nothing,
+//! both object formats decode to the same events, and bad settings or credentials say so.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kube_event_pipe::encode::object;
+use kube_event_pipe::synth::{SynthConfig, generate};
+use support::s3::*;
+use support::*;
+
+const BUCKET: &str = "kep-events";
+
+/// Decodes every object of the bucket; returns the occurrences with how often each appears.
+fn bucket_tally(server: &S3Server, bucket: &str) -> (usize, BTreeMap<Occurrence, usize>) {
+    let objects = server.objects(bucket);
+    let mut lines = Vec::new();
+    for (key, body) in &objects {
+        let text = object::decode(key, body).unwrap_or_else(|e| panic!("{e}"));
+        lines.extend(
+            String::from_utf8(text)
+                .expect("UTF-8")
+                .split_inclusive('\n')
+                .map(str::to_owned),
+        );
+    }
+    (objects.len(), tally(lines.iter().map(String::as_str)))
+}
+
+fn s3_pipe(
+    persistence: &std::path::Path,
+    server: &S3Server,
+    secret: &str,
+) -> std::process::Command {
+    let mut cmd = pipe(persistence);
+    cmd.args(pipe_s3_args(server, BUCKET))
+        .envs(pipe_s3_env(secret));
+    cmd
+}
+
+#[test]
+fn twenty_five_thousand_events_reach_the_file_and_the_bucket_once_each() {
+    let server = S3Server::start(&[BUCKET]);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = generate(&SynthConfig {
+        envelopes: 25_000,
+        seed: 11,
+        ..SynthConfig::default()
+    });
+    let input = dir.path().join("input.jsonl");
+    fs::write(&input, &stream.text).unwrap();
+    let out_file = dir.path().join("events.jsonl");
+    let out = s3_pipe(&dir.path().join("filters"), &server, SECRET_KEY)
+        .arg("--replay-file")
+        .arg(&input)
+        .arg("--destination")
+        .arg(&out_file)
+        .args(["--sink", "file", "--sink", "s3", "--batch-size", "500"])
+        // Only size and the end of input close batches here, so the object count is exact.
+        .args(["--batch-interval", "3600"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let n = stream.occurrences.len();
+    assert_exactly_once(
+        &tally(file_lines(&out_file).iter().map(String::as_str)),
+        &stream.occurrences,
+    );
+    let (objects, in_bucket) = bucket_tally(&server, BUCKET);
+    assert_exactly_once(&in_bucket, &stream.occurrences);
+    assert_eq!(objects, n.div_ceil(500), "{n} events in batches of 500");
+    for (key, _) in server.objects(BUCKET).iter().take(3) {
+        let parts: Vec<&str> = key.split('/').collect();
+        assert_eq!(parts.len(), 6, "{key}");
+        assert_eq!(parts[0], "test-stream");
+        assert!(
+            parts[5].ends_with(".jsonl.gz") && parts[5].contains("-000001-"),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn an_s3_outage_loses_nothing_while_stdout_runs_ahead_until_its_queue_bound() {
+    let server = S3Server::start(&[BUCKET]);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = generate(&SynthConfig {
+        envelopes: 8_000,
+        seed: 21,
+        ..SynthConfig::default()
+    });
+    let lines: Vec<&str> = stream.text.split_inclusive('\n').collect();
+    let (first, second) = lines.split_at(lines.len() / 4);
+    let (first, second) = (first.concat(), second.concat());
+    let first_n = expected_occurrences(&first).len();
+    const BATCH: usize = 100;
+    let mut child = s3_pipe(&dir.path().join("filters"), &server, SECRET_KEY)
+        .args(["--replay-file", "-", "--sink", "stdout,s3"])
+        .args([
+            "--batch-size",
+            &BATCH.to_string(),
+            "--batch-interval",
+            "0.1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = Reader::spawn(child.stdout.take().unwrap());
+    let stderr = Reader::spawn(child.stderr.take().unwrap());
+    stdin.write_all(first.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    out.until(first_n);
+    wait_for("the first part in the bucket", || {
+        (bucket_tally(&server, BUCKET).1.len() >= first_n).then_some(())
+    });
+
+    server.stop_listening();
+    let writer = std::thread::spawn(move || {
+        // Blocks once the pipe pushes back; returns when the pipe has read everything.
+        let r = stdin.write_all(second.as_bytes());
+        (stdin, r)
+    });
+    // The outage lasts 30 s. stdout keeps flowing until the S3 queue is full, then the pipe
+    // pushes back: it must stop short of the whole input while S3 is away.
+    let outage = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < outage {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pipe exited during the outage"
+        );
+        out.drain_ready();
+    }
+    let during = out.drain_ready();
+    let total = stream.occurrences.len();
+    // In flight at most: the S3 queue, the batch being uploaded, the batch being handed over,
+    // the open batch and the batcher's input, plus one source hand-off.
+    let bound = (4 + 4) * BATCH + 256;
+    eprintln!("stdout: {first_n} before the outage, {during} during it, {total} in all");
+    assert!(during > first_n + BATCH, "stdout stopped with S3: {during}");
+    assert!(
+        during < total,
+        "no backpressure: stdout got everything during the outage"
+    );
+    assert!(
+        during - first_n <= bound + BATCH * 4,
+        "{during} ran too far ahead"
+    );
+
+    server.resume_listening();
+    out.until(total);
+    let (stdin, written) = writer.join().unwrap();
+    written.unwrap();
+    drop(stdin);
+    let status = wait_exit(&mut child);
+    let log = stderr.all().concat();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_eq!(log.matches("S3 sink failing").count(), 1, "{log}");
+    assert!(log.contains("S3 sink recovered"), "{log}");
+    assert_exactly_once(
+        &tally(out.all().iter().map(String::as_str)),
+        &stream.occurrences,
+    );
+    assert_exactly_once(&bucket_tally(&server, BUCKET).1, &stream.occurrences);
+}
+
+#[test]
+fn kill_9_during_an_upload_then_restart_leaves_nothing_missing_from_the_bucket() {
+    let server = S3Server::start(&[BUCKET]);
+    let dir = tempfile::tempdir().unwrap();
+    let filters = dir.path().join("filters");
+    let stream = generate(&SynthConfig {
+        envelopes: 10_000,
+        seed: 31,
+        ..SynthConfig::default()
+    });
+    let input = dir.path().join("input.jsonl");
+    fs::write(&input, &stream.text).unwrap();
+    // Each PUT takes half a second, so the kill lands while one is being uploaded.
+    server.delay_puts(Duration::from_millis(500));
+    let mut child = s3_pipe(&filters, &server, SECRET_KEY)
+        .arg("--replay-file")
+        .arg(&input)
+        .args(["--sink", "s3", "--batch-size", "500"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("three uploads started", || {
+        (server.puts.load(std::sync::atomic::Ordering::Relaxed) >= 3).then_some(())
+    });
+    signal(&child, libc::SIGKILL);
+    wait_exit(&mut child);
+    server.delay_puts(Duration::ZERO);
+    let (objects_before, before) = bucket_tally(&server, BUCKET);
+    assert!(
+        before.len() < stream.occurrences.len(),
+        "killed after the end"
+    );
+
+    let out = s3_pipe(&filters, &server, SECRET_KEY)
+        .arg("--replay-file")
+        .arg(&input)
+        .args(["--sink", "s3", "--batch-size", "500"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (objects_after, after) = bucket_tally(&server, BUCKET);
+    let repeated: usize = after.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{objects_before} objects before the kill, {objects_after} after the rerun, {repeated} events twice"
+    );
+    assert!(repeated <= (4 + 4) * 500 + 256, "{repeated} duplicates");
+    let mut union = after;
+    union.values_mut().for_each(|n| *n = 1);
+    assert_exactly_once(&union, &stream.occurrences);
+}
+
+/// Runs `decode` on a file; returns (exit code, stdout, stderr).
+fn decode_file(path: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .arg("decode")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn protobuf_and_jsonl_objects_decode_to_the_same_events() {
+    let server = S3Server::start(&["kep-jsonl", "kep-pb"]);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = generate(&SynthConfig {
+        envelopes: 3_000,
+        seed: 41,
+        ..SynthConfig::default()
+    });
+    let input = dir.path().join("input.jsonl");
+    fs::write(&input, &stream.text).unwrap();
+    for (bucket, format) in [("kep-jsonl", "jsonl"), ("kep-pb", "protobuf")] {
+        let out = pipe(&dir.path().join(bucket))
+            .arg("--replay-file")
+            .arg(&input)
+            .args(pipe_s3_args(&server, bucket))
+            .envs(pipe_s3_env(SECRET_KEY))
+            .args(["--sink", "s3", "--s3-format", format, "--batch-size", "700"])
+            .args(["--cluster-name", "prod"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut decoded = Vec::new();
+    for bucket in ["kep-jsonl", "kep-pb"] {
+        let mut lines = Vec::new();
+        for (i, (key, body)) in server.objects(bucket).into_iter().enumerate() {
+            assert!(key.ends_with(if bucket == "kep-pb" {
+                ".pb.gz"
+            } else {
+                ".jsonl.gz"
+            }));
+            // The file name says nothing: decode must tell the format from the content.
+            let path = dir.path().join(format!("{bucket}-{i}.gz"));
+            fs::write(&path, body).unwrap();
+            let (code, stdout, stderr) = decode_file(&path);
+            assert_eq!(code, Some(0), "{stderr}");
+            lines.extend(stdout.split_inclusive('\n').map(str::to_owned));
+        }
+        assert_exactly_once(
+            &tally(lines.iter().map(String::as_str)),
+            &stream.occurrences,
+        );
+        assert!(lines.iter().all(|l| l.starts_with(r#"{"cluster":"prod","#)));
+        lines.sort();
+        decoded.push(lines);
+    }
+    assert_eq!(
+        decoded[0], decoded[1],
+        "the formats decode to different lines"
+    );
+
+    // Straight from the bucket, with the same S3 options the sink takes.
+    let (key, _) = server.objects("kep-pb").remove(0);
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .envs(pipe_s3_env(SECRET_KEY))
+        .args(["decode", "--s3", &format!("s3://kep-pb/{key}")])
+        .args([
+            "--s3-endpoint",
+            &server.endpoint(),
+            "--s3-force-path-style",
+            "--aws-region",
+            REGION,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 700);
+}
+
+#[test]
+fn decode_of_a_truncated_object_names_it_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = b"{\"metadata\":{\"name\":\"a\",\"namespace\":\"d\"}}\n".repeat(100);
+    let gz = object::gzip(&lines);
+    let path = dir
+        .path()
+        .join("20240101T000000.000Z-000001-000000001.jsonl.gz");
+    fs::write(&path, &gz[..gz.len() / 2]).unwrap();
+    let (code, stdout, stderr) = decode_file(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: {}: not a complete gzip stream (incomplete deflate stream); the object is truncated or damaged\n",
+            path.display()
+        )
+    );
+    assert!(stdout.is_empty(), "printed part of a damaged object");
+}
+
+#[test]
+fn bad_s3_settings_stop_the_start_with_exact_messages() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--sink", "stdout,s3"],
+            "error: the s3 sink needs a bucket: set --s3-bucket, KUBE_EVENT_PIPE_S3_BUCKET or aws_bucket in the config file\n",
+        ),
+        (
+            &[
+                "--sink",
+                "s3",
+                "--s3-bucket",
+                "b1x",
+                "--s3-endpoint",
+                "localhost:9000",
+            ],
+            "error: --s3-endpoint=localhost:9000 (flag): must be an http:// or https:// URL such as http://127.0.0.1:9000\n",
+        ),
+        (
+            &[
+                "--sink",
+                "s3",
+                "--s3-bucket",
+                "b1x",
+                "--aws-region",
+                "EU_West",
+            ],
+            "error: --aws-region=EU_West (flag): must be a region name such as eu-west-1 (lower-case letters, digits and '-')\n",
+        ),
+    ];
+    for (args, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = pipe(dir.path())
+            .args(["--replay-file", "-"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), message);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{args:?} touched the directory"
+        );
+    }
+}
+
+#[test]
+fn wrong_credentials_give_a_runtime_error_naming_the_bucket_and_the_403() {
+    let server = S3Server::start(&[BUCKET]);
+    let dir = tempfile::tempdir().unwrap();
+    let stream = generate(&SynthConfig {
+        envelopes: 50,
+        seed: 51,
+        ..SynthConfig::default()
+    });
+    let mut child = s3_pipe(&dir.path().join("filters"), &server, "not-the-secret")
+        .args([
+            "--replay-file",
+            "-",
+            "--sink",
+            "s3",
+            "--shutdown-timeout",
+            "1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(stream.text.as_bytes()).unwrap();
+    let mut stderr = Reader::spawn(child.stderr.take().unwrap());
+    let line = wait_for("the 403 in the log", || {
+        let n = stderr.drain_ready();
+        stderr.until(n).iter().find(|l| l.contains("403")).cloned()
+    });
+    assert!(
+        line.contains(&format!(
+            "S3 refused the upload to bucket {BUCKET} with 403 Forbidden"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it gave up instead of retrying"
+    );
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
+    assert!(server.objects(BUCKET).is_empty());
+}
