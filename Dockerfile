@@ -2,13 +2,17 @@
 # Build: docker build -t kube-event-pipe:0.1.0 .
 
 # Alpine's Rust targets musl by default, so the binary links statically (rustls, no OpenSSL).
-FROM rust:1.89-alpine AS build
+# The toolchain CI builds and tests with.
+FROM rust:1.95-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 # The manifest first, so the dependency layer is cached while the sources change.
 COPY Cargo.toml Cargo.lock ./
 # Cargo reads every target the manifest declares, the bench included.
 COPY benches ./benches
+# build.rs compiles the protobuf schema (pure Rust, no protoc needed).
+COPY build.rs ./
+COPY proto ./proto
 COPY src ./src
 RUN cargo build --release --locked --bin kube-event-pipe \
  && cp target/release/kube-event-pipe /kube-event-pipe
