@@ -130,7 +130,7 @@ pub async fn run(
                 &mut current.bytes,
             );
             if let (Some(proto), Some(out)) = (&encoders.proto, current.records.as_mut()) {
-                proto.encode(&accepted.record, out);
+                proto.encode(&accepted.record, accepted.enrichment.as_deref(), out);
             }
             if accepted.record.is_occurrence() {
                 current.keys.push(accepted.record.key);

@@ -169,7 +169,7 @@ mod tests {
         let (mut l, mut p) = (Vec::new(), Vec::new());
         for r in records() {
             lines.encode(&r, None, None, &mut l);
-            proto.encode(&r, &mut p);
+            proto.encode(&r, None, &mut p);
         }
         (l, p)
     }

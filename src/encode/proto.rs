@@ -145,7 +145,6 @@ impl ProtoEncoder {
             }
             .to_owned(),
             cluster: self.cluster.clone(),
-            // Enrichment is not carried by records yet; these stay absent until it is.
             involved_object_labels: Default::default(),
             involved_object_annotations: Default::default(),
             owner_kind: None,
@@ -156,11 +155,48 @@ impl ProtoEncoder {
         }
     }
 
-    /// Appends the event's record, preceded by its length as a varint.
-    pub fn encode(&self, record: &EventRecord, out: &mut Vec<u8>) {
+    /// Appends the event's record, with its enrichment when it has one, preceded by its length
+    /// as a varint.
+    pub fn encode(&self, record: &EventRecord, enrichment: Option<&str>, out: &mut Vec<u8>) {
+        let mut r = self.record(record);
+        // The enrichment stage wrote this JSON itself; one it could not read adds nothing.
+        if let Some(e) = enrichment.and_then(|e| serde_json::from_str::<Enrichment>(e).ok()) {
+            r.involved_object_labels = e.labels;
+            r.involved_object_annotations = e.annotations;
+            r.owner_kind = e.owner.as_ref().map(|o| o.kind.clone());
+            r.owner_name = e.owner.map(|o| o.name);
+            r.node_name = e.node.as_ref().map(|n| n.name.clone());
+            r.node_ip = e.node.and_then(|n| n.address);
+        }
         // Writing into a Vec cannot run out of space.
-        let _ = self.record(record).encode_length_delimited(out);
+        let _ = r.encode_length_delimited(out);
     }
+}
+
+/// The `enrichment` object as the enrichment stage renders it.
+#[derive(Deserialize, Default)]
+struct Enrichment {
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    owner: Option<Owner>,
+    #[serde(default)]
+    node: Option<Node>,
+}
+
+#[derive(Deserialize)]
+struct Owner {
+    kind: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Node {
+    name: String,
+    #[serde(default)]
+    address: Option<String>,
 }
 
 #[cfg(test)]
@@ -176,8 +212,8 @@ mod tests {
         let rec = EventRecord::from_json(Change::Modified, json).unwrap();
         let enc = ProtoEncoder::new(Some("c1"));
         let mut out = Vec::new();
-        enc.encode(&rec, &mut out);
-        enc.encode(&rec, &mut out);
+        enc.encode(&rec, None, &mut out);
+        enc.encode(&rec, None, &mut out);
         let mut buf = out.as_slice();
         let first = schema::EventRecord::decode_length_delimited(&mut buf).unwrap();
         let second = schema::EventRecord::decode_length_delimited(&mut buf).unwrap();
@@ -191,6 +227,24 @@ mod tests {
         let raw: serde_json::Value = serde_json::from_slice(&first.raw_json).unwrap();
         assert_eq!(raw["extra"][0], 1);
         assert!(!first.raw_json.contains(&b'\n'));
+    }
+
+    #[test]
+    fn enrichment_fills_its_fields() {
+        let rec = EventRecord::from_json(Change::Added, r#"{"metadata":{"name":"p.1"}}"#).unwrap();
+        let enrichment = r#"{"labels":{"app":"web"},"owner":{"kind":"ReplicaSet","name":"web-1"},"node":{"name":"n1","address":"10.0.0.1"}}"#;
+        let mut out = Vec::new();
+        ProtoEncoder::new(None).encode(&rec, Some(enrichment), &mut out);
+        let r = schema::EventRecord::decode_length_delimited(out.as_slice()).unwrap();
+        assert_eq!(
+            r.involved_object_labels.get("app").map(String::as_str),
+            Some("web")
+        );
+        assert!(r.involved_object_annotations.is_empty());
+        assert_eq!(r.owner_kind.as_deref(), Some("ReplicaSet"));
+        assert_eq!(r.owner_name.as_deref(), Some("web-1"));
+        assert_eq!(r.node_name.as_deref(), Some("n1"));
+        assert_eq!(r.node_ip.as_deref(), Some("10.0.0.1"));
     }
 
     #[test]

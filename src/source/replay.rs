@@ -38,7 +38,12 @@ struct TopLevel<'a> {
     object: Option<&'a RawValue>,
     #[serde(borrow, default)]
     items: Option<Vec<&'a RawValue>>,
+    /// Only an Event (or a list) has it; an envelope never does.
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
 }
+
+const WATCH_TYPES: &[&str] = &["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"];
 
 /// Opens the input and starts a reader thread that feeds `tx` until the input ends or the
 /// receiver is dropped.
@@ -250,7 +255,12 @@ fn classify(value: &RawValue) -> Result<Vec<Result<EventRecord, String>>, String
     })?;
     let record =
         |change, raw: &RawValue| EventRecord::from_raw(change, raw).map_err(|e| e.to_string());
-    if let Some(kind) = top.kind_of_change {
+    // Every Event has a `type` too (Normal, Warning): a value is an envelope when it carries an
+    // object, or a watch type and no metadata of its own.
+    let envelope = top.kind_of_change.filter(|kind| {
+        top.object.is_some() || (top.metadata.is_none() && WATCH_TYPES.contains(kind))
+    });
+    if let Some(kind) = envelope {
         let change = match kind {
             "ADDED" => Change::Added,
             "MODIFIED" => Change::Modified,

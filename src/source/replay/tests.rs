@@ -52,6 +52,25 @@ fn reads_envelopes_bare_events_and_lists() {
 }
 
 #[test]
+fn bare_events_with_their_own_type_are_events_not_envelopes() {
+    // Every Event carries `type: Normal|Warning`; only an object or a watch type without
+    // metadata makes a value an envelope.
+    let text = concat!(
+        r#"{"kind":"Event","type":"Warning","metadata":{"name":"w","namespace":"d"},"count":2}"#,
+        "\n",
+        r#"{"type":"Normal","metadata":{"name":"n","namespace":"d"}}"#,
+        "\n",
+        r#"{"type":"ADDED"}"#,
+        "\n",
+    );
+    let (records, stats) = replay(text);
+    let got: Vec<_> = records.iter().map(|r| (r.name.as_str(), r.count)).collect();
+    assert_eq!(got, vec![("w", 2), ("n", 1)]);
+    // The envelope without an object is still reported as one.
+    assert_eq!(stats.malformed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
 fn bookmarks_are_skipped_and_deletions_are_marked() {
     let text = format!(
         "{{\"type\":\"BOOKMARK\",\"object\":{{\"metadata\":{{\"resourceVersion\":\"9\"}}}}}}\n{{\"type\":\"DELETED\",\"object\":{}}}\n",
