@@ -11,6 +11,9 @@
 //!   envelopes (10 % repeats as MODIFIED, 2 % DELETED) arrives; done at the last new line.
 //! - (c) restart over (a)'s state: done when the pipe reports ready; it must write 0 lines.
 //!
+//! `--enrich` runs the same scenarios with enrichment on, the servers holding every object the
+//! events name, so the difference is what enrichment costs per event.
+//!
 //! The raw rate ("ceiling") is the same list or watch read by a client that only counts bytes
 //! and lines, over the same TLS stack (kube's client), so the pipe's rate is shown as a share of
 //! what the server can send. CPU is the pipe process's user + sys time (wait4's rusage of the
@@ -31,6 +34,8 @@ use kube_event_pipe::synth::{SynthConfig, generate};
 
 struct Options {
     events: usize,
+    /// Run the pipe with `--enrich`, the servers holding every object the events name.
+    enrich: bool,
     binary: PathBuf,
     work: PathBuf,
     extra: Vec<String>,
@@ -70,6 +75,10 @@ fn main() {
     // (a) and (c): a server holding N events.
     let server = fake_api::ApiServer::start();
     let present = fill(&server, options.events);
+    if options.enrich {
+        let objects = add_involved_objects(&server, &server.events());
+        println!("enrichment on: {objects} objects for the events to name");
+    }
     let ceiling = runtime.block_on(raw_list(server.kubeconfig(), present));
     let state = options.work.join("state-a");
     let out = options.work.join("out-a.jsonl");
@@ -101,6 +110,15 @@ fn main() {
     let ceiling = runtime.block_on(raw_watch(&raw_server, &stream.text, stream.envelopes));
     drop(raw_server);
     let server = fake_api::ApiServer::start();
+    if options.enrich {
+        let objects: Vec<serde_json::Value> = stream
+            .text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|mut envelope| envelope["object"].take())
+            .collect();
+        add_involved_objects(&server, &objects);
+    }
     let out = options.work.join("out-b.jsonl");
     let expected = stream.occurrences.len() as u64;
     let steady = run_pipe(
@@ -141,6 +159,52 @@ fn fill(server: &fake_api::ApiServer, n: usize) -> usize {
         }
         envelopes *= 2;
     }
+}
+
+/// Stores every object the events name (of a kind the server serves), with labels, an
+/// annotation, an owner and, for pods, one of five nodes; returns how many.
+fn add_involved_objects(server: &fake_api::ApiServer, events: &[serde_json::Value]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..5 {
+        server.put_object(serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": format!("node-{i}")},
+            "status": {"addresses": [{"type": "InternalIP", "address": format!("10.0.0.{i}")}]}}));
+    }
+    for event in events {
+        let o = &event["involvedObject"];
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let (api_version, kind, namespace, name) = (
+            text(&o["apiVersion"]),
+            text(&o["kind"]),
+            text(&o["namespace"]),
+            text(&o["name"]),
+        );
+        let api_version = if api_version.is_empty() {
+            "v1".to_string()
+        } else {
+            api_version
+        };
+        if kind == "Node"
+            || fake_api::object_path(&api_version, &kind, &namespace, &name).is_none()
+            || !seen.insert((
+                api_version.clone(),
+                kind.clone(),
+                namespace.clone(),
+                name.clone(),
+            ))
+        {
+            continue;
+        }
+        let node = format!("node-{}", seen.len() % 5);
+        server.put_object(serde_json::json!({"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name, "namespace": namespace,
+                "labels": {"app": name, "app.kubernetes.io/part-of": "bench"},
+                "annotations": {"team": "payments"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": format!("{name}-rs"), "uid": "u", "controller": true}]},
+            "spec": {"nodeName": node}}));
+    }
+    seen.len()
 }
 
 /// What one measured run of the pipe gave.
@@ -252,6 +316,7 @@ fn run_pipe(
         .arg(out)
         .arg("--log-level")
         .arg("INFO")
+        .args(options.enrich.then_some("--enrich"))
         .args(&options.extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -427,6 +492,7 @@ fn parse_args() -> Options {
         .unwrap_or_else(|| PathBuf::from("target/release/kube-event-pipe"));
     let mut options = Options {
         events: 100_000,
+        enrich: false,
         binary: default_binary,
         work: std::env::temp_dir().join(format!("kep-bench-{}", std::process::id())),
         extra: Vec::new(),
@@ -445,13 +511,14 @@ fn parse_args() -> Options {
                     .unwrap_or_else(|_| fail("--events takes a number"))
             }
             "--binary" => options.binary = value().into(),
+            "--enrich" => options.enrich = true,
             "--work-dir" => options.work = value().into(),
             "--" => {
                 options.extra = args.by_ref().collect();
                 break;
             }
             other => fail(&format!(
-                "unknown argument {other}\nusage: bench [--events N] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
+                "unknown argument {other}\nusage: bench [--events N] [--enrich] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
             )),
         }
     }
