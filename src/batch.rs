@@ -108,11 +108,7 @@ pub async fn run(
             () = &mut timer, if open => true,
         };
         if closed_by_timer {
-            seq += 1;
-            let full = std::mem::replace(
-                &mut current,
-                new_batch(seq, max_events, encoders.proto.is_some()),
-            );
+            let full = close(&mut current, &mut seq, max_events, encoders.proto.is_some());
             if !output.send(full).await {
                 return;
             }
@@ -137,11 +133,7 @@ pub async fn run(
             }
             current.events += 1;
             if current.events >= max_events || current.bytes.len() >= max_bytes {
-                seq += 1;
-                let full = std::mem::replace(
-                    &mut current,
-                    new_batch(seq, max_events, encoders.proto.is_some()),
-                );
+                let full = close(&mut current, &mut seq, max_events, encoders.proto.is_some());
                 // Whatever is left of `received` waits with the batcher; the dedup stage has
                 // already counted it as in flight.
                 if !output.send(full).await {
@@ -150,6 +142,12 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Takes the open batch and opens the next, numbered one higher.
+fn close(current: &mut Batch, seq: &mut u64, max_events: usize, proto: bool) -> Batch {
+    *seq += 1;
+    std::mem::replace(current, new_batch(*seq, max_events, proto))
 }
 
 fn new_batch(seq: u64, max_events: usize, proto: bool) -> Batch {
