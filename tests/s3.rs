@@ -421,7 +421,12 @@ fn wrong_credentials_give_a_runtime_error_naming_the_bucket_and_the_403() {
     let mut stderr = Reader::spawn(child.stderr.take().unwrap());
     let line = wait_for("the 403 in the log", || {
         let n = stderr.drain_ready();
-        stderr.until(n).iter().find(|l| l.contains("403")).cloned()
+        // "403 Forbidden", not just "403": a filter file's name may hold those digits.
+        stderr
+            .until(n)
+            .iter()
+            .find(|l| l.contains("403 Forbidden"))
+            .cloned()
     });
     assert!(
         line.contains(&format!(
