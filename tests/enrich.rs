@@ -103,7 +103,17 @@ fn ten_thousand_events_about_a_hundred_pods_cost_a_hundred_and_five_gets() {
     }
     let pod_gets = gets_under(&server, &format!("/api/v1/namespaces/{NS}/pods/"));
     let node_gets = gets_under(&server, "/api/v1/nodes/");
-    eprintln!("{pod_gets} pod GETs and {node_gets} node GETs for 10000 events");
+    let discovery = server
+        .stats()
+        .requests_by_path
+        .get("/api/v1")
+        .copied()
+        .unwrap_or(0);
+    eprintln!(
+        "{pod_gets} pod GETs and {node_gets} node GETs for 10000 events, {discovery} discovery"
+    );
+    // Kinds are resolved once (Pod and Node), however many objects are fetched.
+    assert!(discovery <= 2, "{discovery} discovery requests");
     assert!((100..=105).contains(&pod_gets), "{pod_gets} pod GETs");
     assert_eq!(node_gets, 5, "node GETs");
     assert!(!log.contains("WARN"), "{log}");
