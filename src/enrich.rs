@@ -11,7 +11,7 @@
 //! Kinds are resolved to resources through discovery once each; a kind the pipe may not read
 //! (403) is logged once and skipped from then on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,8 @@ struct ObjectInfo {
     /// `"key":"value"` members, sorted by key.
     labels: Vec<String>,
     annotations: Vec<String>,
+    /// Some labels or annotations were left out for the byte budget.
+    truncated: bool,
     /// Kind and name of the controlling owner (or the first owner).
     owner: Option<(String, String)>,
     /// Pods: the node they run on.
@@ -77,8 +79,11 @@ pub struct Enricher {
     client: kube::Client,
     objects: moka::future::Cache<ObjectRef, Lookup>,
     kinds: moka::future::Cache<(String, String), Resolved>,
-    /// `apiVersion/kind` the pipe may not read; each was logged once.
-    forbidden: Mutex<HashSet<String>>,
+    /// (`apiVersion/kind`, namespace) refused with 403, and when: skipped for a TTL.
+    forbidden: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// Kinds whose 403 was logged: once per kind.
+    warned: Mutex<HashSet<String>>,
+    cache_ttl: Duration,
     labels: GlobSet,
     annotations: GlobSet,
     max_bytes: usize,
@@ -148,7 +153,9 @@ impl Enricher {
             client,
             objects: cache(config.cache_entries, config.cache_ttl),
             kinds: cache(1024, config.cache_ttl),
-            forbidden: Mutex::new(HashSet::new()),
+            forbidden: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
+            cache_ttl: config.cache_ttl,
             labels: glob_set(&config.labels),
             annotations: glob_set(&config.annotations),
             max_bytes: config.max_bytes,
@@ -173,7 +180,7 @@ impl Enricher {
             .map(|mut accepted| {
                 let this = self.clone();
                 async move {
-                    accepted.enrichment = this.enrich(&accepted.record).await;
+                    accepted.enrichment = Enricher::enrich(&this, &accepted.record).await;
                     accepted
                 }
             })
@@ -187,7 +194,7 @@ impl Enricher {
     }
 
     /// The `enrichment` object for one event, or `None` if nothing could be found in time.
-    pub async fn enrich(&self, record: &EventRecord) -> Option<Box<str>> {
+    pub async fn enrich(self: &Arc<Self>, record: &EventRecord) -> Option<Box<str>> {
         match tokio::time::timeout(self.timeout, self.lookup_all(record)).await {
             Ok(Ok(json)) => json,
             Ok(Err(LookupError::Forbidden)) => {
@@ -206,7 +213,10 @@ impl Enricher {
         }
     }
 
-    async fn lookup_all(&self, record: &EventRecord) -> Result<Option<Box<str>>, LookupError> {
+    async fn lookup_all(
+        self: &Arc<Self>,
+        record: &EventRecord,
+    ) -> Result<Option<Box<str>>, LookupError> {
         let Ok(about) = serde_json::from_str::<About<'_>>(record.raw.get()) else {
             return Ok(None);
         };
@@ -232,7 +242,7 @@ impl Enricher {
             api_version,
             ..target
         };
-        let object = self.object(&target).await?;
+        let object = self.object(target.clone()).await?;
         let info = match &object {
             Lookup::Found(info) => Some(info.clone()),
             Lookup::Missing => None,
@@ -257,7 +267,7 @@ impl Enricher {
                     namespace: String::new(),
                     name: name.clone(),
                 };
-                match self.object(&node_ref).await {
+                match self.object(node_ref).await {
                     Ok(Lookup::Found(n)) => Some((name.clone(), n)),
                     // The node's name is still worth having without its address.
                     Ok(Lookup::Missing) | Err(_) => {
@@ -271,22 +281,41 @@ impl Enricher {
     }
 
     /// Looks an object up through the cache; concurrent callers for one object share one GET.
-    async fn object(&self, target: &ObjectRef) -> Result<Lookup, LookupError> {
+    /// The lookup runs as a task of its own: an event that stops waiting (its timeout) must not
+    /// cancel a GET other events share, and the answer is cached when it comes.
+    async fn object(self: &Arc<Self>, target: ObjectRef) -> Result<Lookup, LookupError> {
         let kind_key = format!("{}/{}", target.api_version, target.kind);
-        if self.is_forbidden(&kind_key) {
+        if self.is_forbidden(&kind_key, &target.namespace) {
             return Err(LookupError::Forbidden);
         }
-        self.objects
-            .try_get_with_by_ref(target, self.fetch(target, &kind_key))
+        let this = self.clone();
+        let lookup = tokio::spawn(async move {
+            this.objects
+                .try_get_with_by_ref(&target, this.fetch(&target, &kind_key))
+                .await
+                .map_err(|e| (*e).clone())
+        });
+        lookup
             .await
-            .map_err(|e| (*e).clone())
+            .unwrap_or_else(|e| Err(LookupError::Failed(format!("lookup task: {e}"))))
     }
 
-    fn is_forbidden(&self, kind_key: &str) -> bool {
-        self.forbidden
-            .lock()
-            .map(|f| f.contains(kind_key))
-            .unwrap_or(false)
+    /// Whether this kind was refused in this namespace within the last TTL. Per namespace,
+    /// because RBAC may grant a kind in some namespaces only; for a TTL, because it may be
+    /// granted later.
+    fn is_forbidden(&self, kind_key: &str, namespace: &str) -> bool {
+        let Ok(mut refused) = self.forbidden.lock() else {
+            return false;
+        };
+        let key = (kind_key.to_string(), namespace.to_string());
+        match refused.get(&key) {
+            Some(at) if at.elapsed() < self.cache_ttl => true,
+            Some(_) => {
+                refused.remove(&key);
+                false
+            }
+            None => false,
+        }
     }
 
     async fn fetch(&self, target: &ObjectRef, kind_key: &str) -> Result<Lookup, LookupError> {
@@ -304,10 +333,16 @@ impl Enricher {
             Ok(Some(object)) => Ok(Lookup::Found(Arc::new(self.info(&object)))),
             Ok(None) => Ok(Lookup::Missing),
             Err(kube::Error::Api(status)) if status.code == 403 => {
+                if let Ok(mut refused) = self.forbidden.lock() {
+                    refused.insert(
+                        (kind_key.to_string(), target.namespace.clone()),
+                        std::time::Instant::now(),
+                    );
+                }
                 let first = self
-                    .forbidden
+                    .warned
                     .lock()
-                    .map(|mut f| f.insert(kind_key.to_string()))
+                    .map(|mut w| w.insert(kind_key.to_string()))
                     .unwrap_or(false);
                 if first {
                     warn!(
@@ -347,16 +382,31 @@ impl Enricher {
             .map_err(|e| (*e).clone())
     }
 
+    /// What is cached of an object: labels and annotations only up to the byte budget (labels
+    /// first), so a cache full of objects with huge annotations stays small.
     fn info(&self, object: &DynamicObject) -> ObjectInfo {
         let meta = &object.metadata;
-        let members = |map: &Option<std::collections::BTreeMap<String, String>>,
-                       globs: &GlobSet| {
-            map.iter()
-                .flatten()
-                .filter(|(k, _)| globs.is_match(k.as_str()))
-                .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
-                .collect::<Vec<_>>()
+        let mut budget = self.max_bytes;
+        let mut truncated = false;
+        let mut members = |map: &Option<std::collections::BTreeMap<String, String>>,
+                           globs: &GlobSet| {
+            let mut kept = Vec::new();
+            for (k, v) in map.iter().flatten() {
+                if !globs.is_match(k.as_str()) {
+                    continue;
+                }
+                let member = format!("{}:{}", json_string(k), json_string(v));
+                if member.len() + 1 > budget {
+                    truncated = true;
+                    continue;
+                }
+                budget -= member.len() + 1;
+                kept.push(member);
+            }
+            kept
         };
+        let labels = members(&meta.labels, &self.labels);
+        let annotations = members(&meta.annotations, &self.annotations);
         let owner = meta.owner_references.as_ref().and_then(|owners| {
             owners
                 .iter()
@@ -378,8 +428,9 @@ impl Enricher {
             })
             .map(str::to_string);
         ObjectInfo {
-            labels: members(&meta.labels, &self.labels),
-            annotations: members(&meta.annotations, &self.annotations),
+            labels,
+            annotations,
+            truncated,
             owner,
             node_name,
             internal_ip,
@@ -397,27 +448,12 @@ impl Enricher {
             return None;
         }
         let mut out = String::from("{");
-        let mut budget = self.max_bytes;
         let mut truncated = false;
         if let Some(info) = object {
+            truncated = info.truncated;
             for (name, members) in [("labels", &info.labels), ("annotations", &info.annotations)] {
-                if members.is_empty() {
-                    continue;
-                }
-                let mut section = String::new();
-                for m in members {
-                    if m.len() + 1 > budget {
-                        truncated = true;
-                        continue;
-                    }
-                    budget -= m.len() + 1;
-                    if !section.is_empty() {
-                        section.push(',');
-                    }
-                    section.push_str(m);
-                }
-                if !section.is_empty() {
-                    push_member(&mut out, name, &format!("{{{section}}}"));
+                if !members.is_empty() {
+                    push_member(&mut out, name, &format!("{{{}}}", members.join(",")));
                 }
             }
             if let Some((kind, name)) = &info.owner {

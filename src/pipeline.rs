@@ -74,6 +74,9 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The enrichment stage ended on its own; what it held stays uncommitted for the next run.
+    #[error("the enrichment stage failed: {0}")]
+    Enrich(String),
 }
 
 /// Why the pipe stopped.
@@ -414,12 +417,13 @@ pub async fn run(
 
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(config.batch_size);
     // Enrichment sits between the dedup stage and the batcher, in order, when it is on.
+    let mut enrich_task = None;
     let accepted_rx = match (&config.enrich, &config.source) {
         (Some(enrich), SourceConfig::Kube(kube)) => {
             let (client, _) = source::kube::connect(kube).await?;
             let (enriched_tx, enriched_rx) = mpsc::channel::<Accepted>(config.batch_size);
             let enricher = Arc::new(Enricher::new(client, enrich));
-            tokio::spawn(enricher.run(accepted_rx, enriched_tx));
+            enrich_task = Some(tokio::spawn(enricher.run(accepted_rx, enriched_tx)));
             enriched_rx
         }
         _ => accepted_rx,
@@ -578,6 +582,14 @@ pub async fn run(
     );
     if let Some(e) = source_failure {
         return Err(e.into());
+    }
+    // A stage that panicked looks to the batcher like input that ended: say so instead.
+    if let Some(task) = enrich_task.filter(|t| t.is_finished())
+        && let Err(e) = task.await
+        && e.is_panic()
+    {
+        error!(error = %e, "the enrichment stage failed; undelivered events stay uncommitted");
+        return Err(PipelineError::Enrich(e.to_string()));
     }
     Ok(Report {
         end,

@@ -26,7 +26,9 @@ impl fmt::Display for ScanError {
 
 impl std::error::Error for ScanError {}
 
-/// Nesting deeper than this is refused rather than recursed into (serde_json's limit too).
+/// Nesting deeper than this is refused rather than recursed into (serde_json's own limit when
+/// it builds values; Events nest about ten levels). Events inside envelopes and lists count
+/// from their own start.
 const MAX_DEPTH: usize = 128;
 
 /// A JSON string's contents (between the quotes) inside the scanned text.
@@ -44,7 +46,8 @@ impl Text {
         if !self.escaped {
             return Cow::Borrowed(raw);
         }
-        // The scanner validated the escapes, so decoding the quoted text cannot fail.
+        // The scanner checked the escapes' syntax; only a lone surrogate (`\ud800`) fails to
+        // decode, and then the text stays as written rather than failing the event.
         let quoted = &src[self.range.start - 1..self.range.end + 1];
         Cow::Owned(serde_json::from_str::<String>(quoted).unwrap_or_else(|_| raw.to_string()))
     }

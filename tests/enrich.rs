@@ -198,3 +198,32 @@ fn a_forbidden_kind_is_logged_once_and_its_events_go_out_unenriched() {
     let deployment_gets = gets_under(&server, "/apis/apps/v1/namespaces/");
     assert_eq!(deployment_gets, 1, "GETs of a forbidden kind");
 }
+
+#[test]
+fn a_stalled_api_server_delays_no_event_beyond_the_timeout() {
+    let server = ApiServer::start();
+    server.put_object(pod(0));
+    server.set_get_delay(Duration::from_secs(30));
+    // Many events about one pod, more than the stage holds at once: each waits for the one
+    // shared GET at most the timeout, and none of them cancels it for the others.
+    for i in 0..300 {
+        server.add(event(&format!("web-0.{i:08x}"), "v1", "Pod", "web-0"));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let pipe = Pipe::start(
+        &server,
+        state.path(),
+        &["--enrich", "--enrich-timeout", "0.2"],
+    );
+    pipe.wait_lines(300);
+    let took = started.elapsed();
+    let (lines, log) = pipe.stop();
+    assert_eq!(lines.len(), 300);
+    // All out long before the GET could answer, and without enrichment.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(parsed(&lines).iter().all(|v| v.get("enrichment").is_none()));
+    let gets = gets_under(&server, &format!("/api/v1/namespaces/{NS}/pods/"));
+    assert_eq!(gets, 1, "one shared GET, never cancelled and restarted");
+    assert!(!log.contains("panicked"), "{log}");
+}

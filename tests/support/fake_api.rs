@@ -193,6 +193,8 @@ struct Store {
     objects_by_path: HashMap<String, Value>,
     /// Resources (plural names) every GET of which is answered 403.
     forbidden_resources: HashSet<String>,
+    /// How long every GET of an object waits before it is answered.
+    get_delay: Duration,
     delay: Duration,
     stale: StaleWatch,
     /// Every watch from a resourceVersion is answered as stale, however recent.
@@ -543,6 +545,10 @@ async fn handle(
         "/apis/apps/v1" => json_response(resource_list("apps/v1").to_string()),
         "/apis/batch/v1" => json_response(resource_list("batch/v1").to_string()),
         p if !p.ends_with("/events") => {
+            let delay = inner.store().get_delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let s = inner.store();
             let plural = p.rsplit('/').nth(1).unwrap_or_default();
             if s.forbidden_resources.contains(plural) {
@@ -969,6 +975,7 @@ impl ApiServer {
                 forbidden: HashSet::new(),
                 objects_by_path: HashMap::new(),
                 forbidden_resources: HashSet::new(),
+                get_delay: Duration::ZERO,
                 delay: Duration::ZERO,
                 stale: StaleWatch::Gone,
                 all_watches_stale: false,
@@ -1107,6 +1114,11 @@ impl ApiServer {
 
     pub fn remove_object(&self, path: &str) {
         self.inner.store().objects_by_path.remove(path);
+    }
+
+    /// Delays the answer to every GET of an object (a slow or stalled API server).
+    pub fn set_get_delay(&self, delay: Duration) {
+        self.inner.store().get_delay = delay;
     }
 
     /// Answers every GET of this resource (plural, e.g. `deployments`) with 403.
