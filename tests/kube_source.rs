@@ -321,8 +321,10 @@ fn watches_that_end_at_once_and_empty_make_it_relist_with_backoff() {
         + (after.list_requests - before.list_requests);
     eprintln!("{requests} list and watch requests in 10 s of stale watches");
     // Backoff doubles from 0.25 s: at most about 6 waits in 10 s, two requests each, plus slack.
+    // At least the watch that replaces the dropped one; how many more depends on how far the
+    // backoff had grown during the outage before (up to 30 s a step).
     assert!(
-        (2..=20).contains(&requests),
+        (1..=20).contains(&requests),
         "{requests} requests in 10 s of stale watches: it must keep trying, with backoff"
     );
     pipe.wait_lines(expected.len());
