@@ -201,7 +201,7 @@ pub struct RunArgs {
     /// Events being enriched at once (each may wait on lookups). Default: 64.
     #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_CONCURRENCY", value_name = "N")]
     pub enrich_concurrency: Option<String>,
-    /// Sinks to deliver to, repeated or comma separated: `stdout`, `file`, `s3`. Default: from --destination.
+    /// Sinks to deliver to, repeated or comma separated: `stdout`, `file`, `s3`, `kafka`. Default: from --destination.
     #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST",
           action = clap::ArgAction::Append)]
     pub sink: Vec<String>,
@@ -247,4 +247,55 @@ pub struct RunArgs {
     /// KMS key for `--s3-sse aws:kms`. Default: the account's aws/s3 key.
     #[arg(long, env = "KUBE_EVENT_PIPE_S3_SSE_KMS_KEY_ID", value_name = "KEY")]
     pub s3_sse_kms_key_id: Option<String>,
+    /// Bootstrap brokers of the Kafka sink, comma separated (required with `--sink kafka`).
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_KAFKA_BROKERS",
+        value_name = "HOST:PORT[,…]"
+    )]
+    pub kafka_brokers: Option<String>,
+    /// Topic of the Kafka sink (created by the brokers or by you beforehand). Default: kube-events.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_TOPIC", value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Compression of Kafka record batches. Default: lz4.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_KAFKA_COMPRESSION",
+        value_name = "none|gzip|snappy|lz4|zstd"
+    )]
+    pub kafka_compression: Option<String>,
+    /// TLS to the brokers (the system's CAs unless --kafka-tls-ca). Default: on when a --kafka-tls-* file is given.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_TLS", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub kafka_tls: Option<String>,
+    /// CA certificate(s) (PEM) the brokers' certificates are checked against.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_TLS_CA", value_name = "FILE")]
+    pub kafka_tls_ca: Option<String>,
+    /// Client certificate (PEM) for brokers that authenticate clients by certificate.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_TLS_CERT", value_name = "FILE")]
+    pub kafka_tls_cert: Option<String>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_TLS_KEY", value_name = "FILE")]
+    pub kafka_tls_key: Option<String>,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Default: no SASL.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_KAFKA_SASL_MECHANISM",
+        value_name = "MECHANISM"
+    )]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_SASL_USERNAME", value_name = "NAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// File holding the SASL password (or set KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD). Never logged.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub kafka_sasl_password_file: Option<String>,
+    /// Any other librdkafka producer property, repeatable, e.g. `linger.ms=20`.
+    #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_PROPERTY", value_name = "KEY=VALUE",
+          action = clap::ArgAction::Append)]
+    pub kafka_property: Vec<String>,
 }

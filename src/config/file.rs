@@ -69,6 +69,18 @@ const KNOWN_KEYS: &[&str] = &[
     "s3_storage_class",
     "s3_sse",
     "s3_sse_kms_key_id",
+    "kafka_brokers",
+    "kafka_topic",
+    "kafka_compression",
+    "kafka_tls",
+    "kafka_tls_ca",
+    "kafka_tls_cert",
+    "kafka_tls_key",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password_file",
+    "kafka_property",
+    "kafka_properties",
 ];
 
 pub(super) struct FileLayer {

@@ -6,6 +6,7 @@
 
 pub mod cli;
 mod file;
+pub mod kafka;
 mod parse;
 mod redact;
 
@@ -22,6 +23,7 @@ pub use cli::{Cli, Command, DecodeArgs, InspectArgs, RunArgs};
 
 pub use crate::encode::object::ObjectFormat;
 use file::FileLayer;
+pub use kafka::KafkaSettings;
 pub use redact::{REDACTED, Redacted, redact};
 
 /// Where a value came from, for error messages.
@@ -129,6 +131,8 @@ pub enum SinkConfig {
     },
     /// Gzipped batches to the bucket in [`Config::s3`].
     S3,
+    /// One record per event to a Kafka topic, acknowledged by the brokers.
+    Kafka(Box<KafkaSettings>),
 }
 
 /// Server-side encryption asked of S3 for each object.
@@ -407,6 +411,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         .as_deref()
         .filter(|d| *d != "-")
         .map(PathBuf::from);
+    let kafka = kafka::settings(&get, std::env::var(kafka::PASSWORD_ENV).ok())?;
     let sinks = match get("sink", &["sink"]) {
         Some(raw) => {
             let names = raw.parse(parse::sink_list)?;
@@ -422,6 +427,14 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
                         None => {
                             return Err(raw.invalid(
                                 "the file sink needs --destination PATH (or file_sink_dir in the config file)",
+                            ));
+                        }
+                    },
+                    "kafka" => match &kafka {
+                        Some(settings) => sinks.push(SinkConfig::Kafka(Box::new(settings.clone()))),
+                        None => {
+                            return Err(raw.invalid(
+                                "the kafka sink needs --kafka-brokers HOST:PORT (or KUBE_EVENT_PIPE_KAFKA_BROKERS, or kafka_brokers in the config file)",
                             ));
                         }
                     },

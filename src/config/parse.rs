@@ -83,10 +83,10 @@ pub(super) fn namespaces(v: &str) -> Result<Vec<String>, String> {
 
 /// A comma-separated list of sink names, each once.
 pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
-    let requirement = || "must be a comma-separated list of stdout, file, s3".to_string();
+    let requirement = || "must be a comma-separated list of stdout, file, s3, kafka".to_string();
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim) {
-        let name = one_of(part, &["stdout", "file", "s3"]).map_err(|_| requirement())?;
+        let name = one_of(part, &["stdout", "file", "s3", "kafka"]).map_err(|_| requirement())?;
         if out.contains(&name) {
             return Err(format!("names {name} twice; {}", requirement()));
         }
@@ -249,7 +249,8 @@ mod tests {
                 .unwrap_err()
                 .starts_with("names file twice")
         );
-        assert!(sink_list("kafka").is_err());
+        assert!(sink_list("kafka").is_ok());
+        assert!(sink_list("kafak").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::kafka::{KafkaSettings, Password};
 use super::{Config, LogFormat, OutputFormat, ReplayInput, SinkConfig, SourceConfig};
 
 /// Names whose values are never logged, whatever they hold.
@@ -116,6 +117,7 @@ impl fmt::Display for Redacted<'_> {
                     format!("file:{} (fsync {fsync})", path.display())
                 }
                 SinkConfig::S3 => "s3".to_string(),
+                SinkConfig::Kafka(k) => format!("kafka:{}", k.topic),
             })
             .collect();
         push("sinks", sinks.join(","));
@@ -193,6 +195,11 @@ impl fmt::Display for Redacted<'_> {
                 );
             }
         }
+        for sink in &c.sinks {
+            if let SinkConfig::Kafka(k) = sink {
+                push_kafka(&mut push, k);
+            }
+        }
         for (i, (name, value)) in fields.iter().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
@@ -200,6 +207,40 @@ impl fmt::Display for Redacted<'_> {
             write!(f, "{name}={}", redact(name, value))?;
         }
         Ok(())
+    }
+}
+
+/// The Kafka sink's settings. The password is never shown, wherever it comes from; a property
+/// is shown as `KEY=VALUE` with the value hidden when its key names a secret
+/// (`sasl.password`, `ssl.key.password`…).
+fn push_kafka(push: &mut impl FnMut(&'static str, String), k: &KafkaSettings) {
+    push("kafka_brokers", k.brokers.join(","));
+    push("kafka_compression", k.compression.as_str().into());
+    push("kafka_security_protocol", k.security_protocol().into());
+    if let Some(tls) = &k.tls {
+        for (name, file) in [
+            ("kafka_tls_ca", &tls.ca),
+            ("kafka_tls_cert", &tls.cert),
+            ("kafka_tls_file_key", &tls.key),
+        ] {
+            if let Some(path) = file {
+                push(name, path.display().to_string());
+            }
+        }
+    }
+    if let Some(sasl) = &k.sasl {
+        push("kafka_sasl_mechanism", sasl.mechanism.as_str().into());
+        push("kafka_sasl_username", sasl.username.clone());
+        push(
+            "kafka_sasl_password_from",
+            match &sasl.password {
+                Password::File(path) => path.display().to_string(),
+                Password::Env(_) => crate::config::kafka::PASSWORD_ENV.into(),
+            },
+        );
+    }
+    for (key, value) in &k.properties {
+        push("kafka_property", format!("{key}={}", redact(key, value)));
     }
 }
 

@@ -9,6 +9,7 @@
 //! most their queue bound, then the whole pipe pauses (backpressure up to the source).
 
 pub mod file;
+pub mod kafka;
 pub mod s3;
 pub mod stdout;
 
@@ -142,6 +143,7 @@ pub fn metric_label(config: &SinkConfig) -> &'static str {
         SinkConfig::Stdout => "stdout",
         SinkConfig::File { .. } => "file",
         SinkConfig::S3 => "s3",
+        SinkConfig::Kafka(_) => "kafka",
     }
 }
 
@@ -184,7 +186,7 @@ impl LineSink {
                 *fsync,
                 reopen_requested.clone(),
             )?)),
-            SinkConfig::S3 => None,
+            SinkConfig::S3 | SinkConfig::Kafka(_) => None,
         })
     }
 

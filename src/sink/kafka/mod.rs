@@ -1,0 +1,518 @@
+//! The Kafka sink: one record per event, a batch acknowledged only when the brokers have every
+//! record of it.
+//!
+//! The producer is librdkafka's idempotent producer with `acks=all`: the partition leader
+//! answers only once every in-sync replica has the record, and the producer's sequence numbers
+//! make its own retries (after a timeout or a lost connection) land once. Records wait in
+//! librdkafka, which retries them until the brokers take them (`message.timeout.ms=0`: no
+//! local timeout, so an outage never turns into a record sent twice by us). A batch is
+//! acknowledged when every one of its records has a successful delivery report; records the
+//! brokers refuse are sent again on the next attempt, the others are not.
+//!
+//! How a failure is told apart:
+//! - no broker reachable (librdkafka's `AllBrokersDown`) or a retriable delivery error: a
+//!   [`Failure::Retry`]; the records stay queued in librdkafka meanwhile.
+//! - a SASL or TLS login refused, an unknown topic, a missing ACL, a record too large: a
+//!   [`Failure::Refused`], logged at ERROR with the fix and retried on the slow timer.
+//! - a fatal idempotence error (the brokers lost the producer's state): a new producer is made
+//!   and every record not yet reported delivered is sent again (possible duplicates, never a
+//!   loss).
+
+pub mod record;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use thiserror::Error;
+
+use crate::batch::Batch;
+use crate::config::kafka::{KafkaSettings, Password, Sasl};
+
+/// How one attempt at a batch failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Transient: retried with capped exponential backoff.
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// Refused until an operator fixes something: logged at ERROR once, retried on the slow timer.
+    Refused { error: String },
+}
+
+/// Failures to set the sink up. Not retryable: they name a file or a setting to fix.
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    #[error(
+        "cannot read the Kafka SASL password file {path}: {source}; mount the Secret there or set KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD"
+    )]
+    PasswordFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the Kafka producer: {0}; check the --kafka-property values")]
+    Producer(#[source] KafkaError),
+}
+
+/// How long a batch's records may go undelivered while librdkafka reports a problem before the
+/// attempt counts as failed (and the outage is logged). Long enough that a problem already
+/// over (a broker that just came back) does not count.
+const PROBLEM_GRACE: Duration = Duration::from_secs(1);
+
+/// A client-wide problem librdkafka reported through its error callback, kept until a record
+/// is delivered again.
+#[derive(Debug, Clone)]
+struct Problem {
+    refused: bool,
+    message: String,
+}
+
+/// What the producer's callbacks share with the sink.
+#[derive(Debug, Default)]
+struct Problems {
+    current: Mutex<Option<Problem>>,
+    /// For the messages: who logs in, and where.
+    user: Option<String>,
+    brokers: String,
+}
+
+impl Problems {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Problem>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, refused: bool, message: String) {
+        *self.lock() = Some(Problem { refused, message });
+    }
+
+    /// A record was delivered: whatever was wrong is over.
+    fn clear(&self) {
+        self.lock().take();
+    }
+
+    fn get(&self) -> Option<Problem> {
+        self.lock().clone()
+    }
+}
+
+/// The producer's context: librdkafka's client-wide errors become [`Problems`]; its log lines
+/// go to `tracing` at debug (the sink logs each outage once itself).
+struct Context(Arc<Problems>);
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", ?level, facility = fac, "{message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let problems = &self.0;
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => problems.set(
+                false,
+                format!(
+                    "no Kafka broker of {} is reachable ({reason}); records wait in the producer until one is",
+                    problems.brokers
+                ),
+            ),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                let who = problems
+                    .user
+                    .as_deref()
+                    .map(|u| format!(" of user {u}"))
+                    .unwrap_or_default();
+                problems.set(
+                    true,
+                    format!(
+                        "the Kafka brokers {} refused the login{who} ({reason}); check --kafka-sasl-mechanism, --kafka-sasl-username and the password (file or KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD), or the --kafka-tls-* files",
+                        problems.brokers
+                    ),
+                );
+            }
+            // Connection errors of single brokers while others serve, and the rest: the
+            // records' own reports say whether they matter.
+            _ => tracing::debug!(error = %error, reason, "Kafka client error"),
+        }
+    }
+}
+
+type Outcome = Result<
+    rdkafka::producer::future_producer::OwnedDeliveryResult,
+    futures::channel::oneshot::Canceled,
+>;
+
+/// The records of the batch being delivered.
+struct InFlight {
+    seq: u64,
+    /// Line indices to send (again) on this attempt.
+    unsent: Vec<usize>,
+    /// Records handed to librdkafka, awaiting their delivery reports.
+    pending: FuturesUnordered<BoxFuture<'static, (usize, Outcome)>>,
+    /// Which lines the brokers have, by index.
+    delivered: Vec<bool>,
+}
+
+/// Why an attempt ended early.
+enum Stop {
+    Failed(Failure),
+    /// The producer is unusable; a new one must send what is undelivered.
+    Fatal,
+}
+
+/// The running sink.
+pub struct KafkaSink {
+    client_config: ClientConfig,
+    producer: FutureProducer<Context>,
+    problems: Arc<Problems>,
+    topic: String,
+    cluster: Option<String>,
+    current: Option<InFlight>,
+}
+
+/// Reads the password and builds the producer; no request is made here, so a broker that is
+/// down at startup is an outage like any other, not a failed start.
+pub fn open(settings: &KafkaSettings, cluster: Option<&str>) -> Result<KafkaSink, KafkaSetupError> {
+    let client_config = client_config(settings)?;
+    let problems = Arc::new(Problems {
+        current: Mutex::new(None),
+        user: settings.sasl.as_ref().map(|s| s.username.clone()),
+        brokers: settings.brokers.join(","),
+    });
+    let producer = client_config
+        .create_with_context(Context(problems.clone()))
+        .map_err(KafkaSetupError::Producer)?;
+    Ok(KafkaSink {
+        client_config,
+        producer,
+        problems,
+        topic: settings.topic.clone(),
+        cluster: cluster.map(str::to_owned),
+        current: None,
+    })
+}
+
+/// The librdkafka configuration for `settings`: ours first, then the user's properties.
+pub fn client_config(settings: &KafkaSettings) -> Result<ClientConfig, KafkaSetupError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", settings.brokers.join(","))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // No local timeout: librdkafka retries a record until the brokers take it, which keeps
+        // retries inside the idempotent producer (no duplicates); the sink notices outages
+        // through the error callback instead.
+        .set("message.timeout.ms", "0")
+        .set("compression.codec", settings.compression.as_str())
+        .set("security.protocol", settings.security_protocol())
+        // An idle connection the broker closes is not an outage.
+        .set("log.connection.close", "false")
+        .set("client.id", "kube-event-pipe");
+    if let Some(tls) = &settings.tls {
+        for (key, path) in [
+            ("ssl.ca.location", &tls.ca),
+            ("ssl.certificate.location", &tls.cert),
+            ("ssl.key.location", &tls.key),
+        ] {
+            if let Some(path) = path {
+                c.set(key, path.to_string_lossy());
+            }
+        }
+    }
+    if let Some(Sasl {
+        mechanism,
+        username,
+        password,
+    }) = &settings.sasl
+    {
+        let password = match password {
+            Password::Env(secret) => secret.0.clone(),
+            Password::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    KafkaSetupError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                text.strip_suffix('\n')
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                    .unwrap_or(&text)
+                    .to_string()
+            }
+        };
+        c.set("sasl.mechanism", mechanism.as_str())
+            .set("sasl.username", username)
+            .set("sasl.password", password);
+    }
+    for (key, value) in &settings.properties {
+        c.set(key, value);
+    }
+    Ok(c)
+}
+
+impl KafkaSink {
+    /// The sink's name in logs.
+    pub fn name(&self) -> String {
+        format!("kafka topic {}", self.topic)
+    }
+
+    /// Delivers one batch: sends the records not yet delivered and waits for their reports.
+    /// Ok once every record of the batch is delivered. An `Err` leaves the records that are in
+    /// librdkafka's hands there; the next call with the same batch waits for them and sends
+    /// again only those the brokers refused.
+    pub async fn deliver(&mut self, batch: &Batch) -> Result<(), Failure> {
+        let attempt = Instant::now();
+        let lines: Vec<&[u8]> = batch
+            .bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut current = match self.current.take() {
+            Some(c) if c.seq == batch.seq => c,
+            _ => InFlight {
+                seq: batch.seq,
+                unsent: (0..lines.len()).rev().collect(),
+                pending: FuturesUnordered::new(),
+                delivered: vec![false; lines.len()],
+            },
+        };
+        let result = if self.producer.client().fatal_error().is_some() {
+            Err(Stop::Fatal)
+        } else {
+            self.attempt(&mut current, &lines, attempt).await
+        };
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Failed(failure)) => Err(failure),
+            Err(Stop::Fatal) => Err(self.restart(&mut current)),
+        };
+        if result.is_err() {
+            self.current = Some(current);
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        current: &mut InFlight,
+        lines: &[&[u8]],
+        attempt: Instant,
+    ) -> Result<(), Stop> {
+        // `unsent` is kept in reverse, so popping sends in line order.
+        while let Some(index) = current.unsent.pop() {
+            let Some(line) = lines.get(index) else {
+                continue;
+            };
+            match self.send(line) {
+                Ok(future) => current
+                    .pending
+                    .push(Box::pin(async move { (index, future.await) })),
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    // librdkafka's queue is full: wait for reports to free it, unless the
+                    // brokers are gone, which is an outage to report.
+                    current.unsent.push(index);
+                    if let Some(failure) = self.problem_since(attempt) {
+                        return Err(Stop::Failed(failure));
+                    }
+                    if let Some((i, outcome)) = tokio::select! {
+                        next = current.pending.next() => next,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => None,
+                    } {
+                        self.settle(current, i, outcome).map_err(Stop::Failed)?;
+                    }
+                }
+                Err(e) => {
+                    current.unsent.push(index);
+                    return Err(Stop::Failed(self.classify(&e, line.len())));
+                }
+            }
+        }
+        let mut first_failure = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                next = current.pending.next() => match next {
+                    None => break,
+                    Some((index, outcome)) => {
+                        if let Err(failure) = self.settle(current, index, outcome) {
+                            first_failure.get_or_insert(failure);
+                        }
+                    }
+                },
+                _ = tick.tick() => {
+                    if self.producer.client().fatal_error().is_some() {
+                        return Err(Stop::Fatal);
+                    }
+                    if let Some(failure) = self.problem_since(attempt) {
+                        return Err(Stop::Failed(failure));
+                    }
+                }
+            }
+        }
+        // Refused records go to `unsent` (in reverse order for the next attempt).
+        current.unsent.sort_unstable_by(|a, b| b.cmp(a));
+        match first_failure {
+            Some(failure) => Err(Stop::Failed(failure)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records one delivery report; a refused record goes back to `unsent`.
+    fn settle(
+        &self,
+        current: &mut InFlight,
+        index: usize,
+        outcome: Outcome,
+    ) -> Result<(), Failure> {
+        match outcome {
+            Ok(Ok(_)) => {
+                if let Some(done) = current.delivered.get_mut(index) {
+                    *done = true;
+                }
+                self.problems.clear();
+                Ok(())
+            }
+            Ok(Err((error, message))) => {
+                current.unsent.push(index);
+                let size = rdkafka::message::Message::payload(&message).map_or(0, <[u8]>::len);
+                Err(self.classify(&error, size))
+            }
+            Err(_) => {
+                current.unsent.push(index);
+                Err(Failure::Retry {
+                    error: "the Kafka producer dropped a record before reporting on it; sending it again".into(),
+                    retry_after: None,
+                })
+            }
+        }
+    }
+
+    /// Hands one line to librdkafka, with its key and headers.
+    fn send(&self, line: &[u8]) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+        let meta = record::meta(line);
+        let mut headers = OwnedHeaders::new_with_capacity(3);
+        if let Some(cluster) = &self.cluster {
+            headers = headers.insert(Header {
+                key: "cluster",
+                value: Some(cluster.as_str()),
+            });
+        }
+        if let Some(t) = &meta.event_type {
+            headers = headers.insert(Header {
+                key: "type",
+                value: Some(t.as_str()),
+            });
+        }
+        if let Some(r) = &meta.reason {
+            headers = headers.insert(Header {
+                key: "reason",
+                value: Some(r.as_str()),
+            });
+        }
+        let mut record: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(&self.topic).payload(line).headers(headers);
+        if let Some(key) = &meta.key {
+            record = record.key(key.as_str());
+        }
+        self.producer.send_result(record).map_err(|(e, _)| e)
+    }
+
+    /// The client-wide problem, if one has kept this attempt's records from being delivered
+    /// for [`PROBLEM_GRACE`].
+    fn problem_since(&self, attempt: Instant) -> Option<Failure> {
+        let problem = self.problems.get()?;
+        if attempt.elapsed() < PROBLEM_GRACE {
+            return None;
+        }
+        Some(if problem.refused {
+            Failure::Refused {
+                error: problem.message,
+            }
+        } else {
+            Failure::Retry {
+                error: problem.message,
+                retry_after: None,
+            }
+        })
+    }
+
+    /// Sorts a record's delivery error: what an operator must fix is refused, the rest retried.
+    fn classify(&self, error: &KafkaError, size: usize) -> Failure {
+        let topic = &self.topic;
+        let brokers = &self.problems.brokers;
+        let refused = |error: String| Failure::Refused { error };
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                refused(format!(
+                    "topic {topic} does not exist on the Kafka brokers {brokers}, which do not create topics on first use; create it (kafka-topics.sh --create --topic {topic}) or point --kafka-topic at an existing one"
+                ))
+            }
+            Some(
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed),
+            ) => refused(format!(
+                "the Kafka brokers {brokers} refused the write to topic {topic} ({code}); grant the sink's principal WRITE on the topic and IDEMPOTENT_WRITE on the cluster"
+            )),
+            Some(
+                code @ (RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessageSize),
+            ) => refused(format!(
+                "the Kafka brokers refused a record of {size} bytes for topic {topic} ({code}); raise max.message.bytes on the topic and --kafka-property message.max.bytes, or lower --batch-max-bytes"
+            )),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                refused(format!(
+                    "the Kafka brokers {brokers} refused the login ({error}); check the SASL and TLS settings"
+                ))
+            }
+            _ => Failure::Retry {
+                error: format!("Kafka delivery to topic {topic} failed: {error}"),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// After a fatal error (the brokers lost the idempotent producer's state): a new producer,
+    /// and every record of the batch not yet reported delivered is sent again. Some may have
+    /// landed already: a duplicate, never a loss.
+    fn restart(&mut self, current: &mut InFlight) -> Failure {
+        let reason = self
+            .producer
+            .client()
+            .fatal_error()
+            .map(|(code, text)| format!("{code}: {text}"))
+            .unwrap_or_default();
+        current.pending = FuturesUnordered::new();
+        current.unsent = (0..current.delivered.len())
+            .rev()
+            .filter(|&i| !current.delivered[i])
+            .collect();
+        match self
+            .client_config
+            .create_with_context(Context(self.problems.clone()))
+        {
+            Ok(producer) => {
+                self.producer = producer;
+                Failure::Retry {
+                    error: format!(
+                        "the Kafka producer hit a fatal error ({reason}); a new producer sends the batch's undelivered records again (some may appear twice)"
+                    ),
+                    retry_after: None,
+                }
+            }
+            Err(e) => Failure::Retry {
+                error: format!(
+                    "the Kafka producer hit a fatal error ({reason}) and a new one cannot be made: {e}"
+                ),
+                retry_after: None,
+            },
+        }
+    }
+}
