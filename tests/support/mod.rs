@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod kafka;
 pub mod kube_pipe;
 pub mod s3;
 
