@@ -35,20 +35,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use thiserror::Error;
 
-use crate::batch::Batch;
+use super::{Deliver, Failure, Sink, SinkContext};
 use crate::config::kafka::{KafkaSettings, Password, Sasl};
-
-/// How one attempt at a batch failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Transient: retried with capped exponential backoff.
-    Retry {
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// Refused until an operator fixes something: logged at ERROR once, retried on the slow timer.
-    Refused { error: String },
-}
+use crate::flow::Batch;
 
 /// Failures to set the sink up. Not retryable: they name a file or a setting to fix.
 #[derive(Debug, Error)]
@@ -73,6 +62,8 @@ const PROBLEM_GRACE: Duration = Duration::from_secs(1);
 /// is delivered again.
 #[derive(Debug, Clone)]
 struct Problem {
+    /// A short stable name, so the log changes only when the problem does.
+    kind: &'static str,
     refused: bool,
     message: String,
 }
@@ -91,8 +82,12 @@ impl Problems {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, refused: bool, message: String) {
-        *self.lock() = Some(Problem { refused, message });
+    fn set(&self, kind: &'static str, refused: bool, message: String) {
+        *self.lock() = Some(Problem {
+            kind,
+            refused,
+            message,
+        });
     }
 
     /// A record was delivered: whatever was wrong is over.
@@ -118,6 +113,7 @@ impl ClientContext for Context {
         let problems = &self.0;
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown) => problems.set(
+                "brokers down",
                 false,
                 format!(
                     "no Kafka broker of {} is reachable ({reason}); records wait in the producer until one is",
@@ -131,6 +127,7 @@ impl ClientContext for Context {
                     .map(|u| format!(" of user {u}"))
                     .unwrap_or_default();
                 problems.set(
+                    "login refused",
                     true,
                     format!(
                         "the Kafka brokers {} refused the login{who} ({reason}); check --kafka-sasl-mechanism, --kafka-sasl-username and the password (file or KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD), or the --kafka-tls-* files",
@@ -155,10 +152,17 @@ struct InFlight {
     seq: u64,
     /// Line indices to send (again) on this attempt.
     unsent: Vec<usize>,
-    /// Records handed to librdkafka, awaiting their delivery reports.
-    pending: FuturesUnordered<BoxFuture<'static, (usize, Outcome)>>,
+    /// Records handed to librdkafka, awaiting their delivery reports. (In a mutex only so that
+    /// the sink is `Sync`; the sink alone touches it, through `&mut`.)
+    pending: Mutex<FuturesUnordered<BoxFuture<'static, (usize, Outcome)>>>,
     /// Which lines the brokers have, by index.
     delivered: Vec<bool>,
+}
+
+impl InFlight {
+    fn pending(&mut self) -> &mut FuturesUnordered<BoxFuture<'static, (usize, Outcome)>> {
+        self.pending.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Why an attempt ended early.
@@ -178,9 +182,18 @@ pub struct KafkaSink {
     current: Option<InFlight>,
 }
 
+/// Opens the sink for the pipeline: see [`producer`].
+pub fn open(settings: &KafkaSettings, ctx: &SinkContext<'_>) -> Result<Sink, super::SinkError> {
+    let sink = producer(settings, ctx.config.cluster_name.as_deref())?;
+    Ok(Sink::from_async("Kafka", "kafka", sink.name(), sink))
+}
+
 /// Reads the password and builds the producer; no request is made here, so a broker that is
 /// down at startup is an outage like any other, not a failed start.
-pub fn open(settings: &KafkaSettings, cluster: Option<&str>) -> Result<KafkaSink, KafkaSetupError> {
+pub fn producer(
+    settings: &KafkaSettings,
+    cluster: Option<&str>,
+) -> Result<KafkaSink, KafkaSetupError> {
     let client_config = client_config(settings)?;
     let problems = Arc::new(Problems {
         current: Mutex::new(None),
@@ -267,7 +280,7 @@ impl KafkaSink {
     /// Ok once every record of the batch is delivered. An `Err` leaves the records that are in
     /// librdkafka's hands there; the next call with the same batch waits for them and sends
     /// again only those the brokers refused.
-    pub async fn deliver(&mut self, batch: &Batch) -> Result<(), Failure> {
+    pub async fn deliver_batch(&mut self, batch: &Batch) -> Result<(), Failure> {
         let attempt = Instant::now();
         let lines: Vec<&[u8]> = batch
             .bytes
@@ -279,7 +292,7 @@ impl KafkaSink {
             _ => InFlight {
                 seq: batch.seq,
                 unsent: (0..lines.len()).rev().collect(),
-                pending: FuturesUnordered::new(),
+                pending: Mutex::new(FuturesUnordered::new()),
                 delivered: vec![false; lines.len()],
             },
         };
@@ -312,7 +325,7 @@ impl KafkaSink {
             };
             match self.send(line) {
                 Ok(future) => current
-                    .pending
+                    .pending()
                     .push(Box::pin(async move { (index, future.await) })),
                 Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     // librdkafka's queue is full: wait for reports to free it, unless the
@@ -322,7 +335,7 @@ impl KafkaSink {
                         return Err(Stop::Failed(failure));
                     }
                     if let Some((i, outcome)) = tokio::select! {
-                        next = current.pending.next() => next,
+                        next = current.pending().next() => next,
                         () = tokio::time::sleep(Duration::from_millis(50)) => None,
                     } {
                         self.settle(current, i, outcome).map_err(Stop::Failed)?;
@@ -338,7 +351,7 @@ impl KafkaSink {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
-                next = current.pending.next() => match next {
+                next = current.pending().next() => match next {
                     None => break,
                     Some((index, outcome)) => {
                         if let Err(failure) = self.settle(current, index, outcome) {
@@ -386,10 +399,10 @@ impl KafkaSink {
             }
             Err(_) => {
                 current.unsent.push(index);
-                Err(Failure::Retry {
-                    error: "the Kafka producer dropped a record before reporting on it; sending it again".into(),
-                    retry_after: None,
-                })
+                Err(Failure::retry(
+                    "dropped",
+                    "the Kafka producer dropped a record before reporting on it; sending it again",
+                ))
             }
         }
     }
@@ -432,14 +445,9 @@ impl KafkaSink {
             return None;
         }
         Some(if problem.refused {
-            Failure::Refused {
-                error: problem.message,
-            }
+            Failure::refused(problem.kind, problem.message)
         } else {
-            Failure::Retry {
-                error: problem.message,
-                retry_after: None,
-            }
+            Failure::retry(problem.kind, problem.message)
         })
     }
 
@@ -447,35 +455,47 @@ impl KafkaSink {
     fn classify(&self, error: &KafkaError, size: usize) -> Failure {
         let topic = &self.topic;
         let brokers = &self.problems.brokers;
-        let refused = |error: String| Failure::Refused { error };
+        let refused = Failure::refused;
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
-                refused(format!(
-                    "topic {topic} does not exist on the Kafka brokers {brokers}, which do not create topics on first use; create it (kafka-topics.sh --create --topic {topic}) or point --kafka-topic at an existing one"
-                ))
+                refused(
+                    "unknown topic",
+                    format!(
+                        "topic {topic} does not exist on the Kafka brokers {brokers}, which do not create topics on first use; create it (kafka-topics.sh --create --topic {topic}) or point --kafka-topic at an existing one"
+                    ),
+                )
             }
             Some(
                 code @ (RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::ClusterAuthorizationFailed),
-            ) => refused(format!(
-                "the Kafka brokers {brokers} refused the write to topic {topic} ({code}); grant the sink's principal WRITE on the topic and IDEMPOTENT_WRITE on the cluster"
-            )),
+            ) => refused(
+                "not authorized",
+                format!(
+                    "the Kafka brokers {brokers} refused the write to topic {topic} ({code}); grant the sink's principal WRITE on the topic and IDEMPOTENT_WRITE on the cluster"
+                ),
+            ),
             Some(
                 code @ (RDKafkaErrorCode::MessageSizeTooLarge
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::InvalidMessageSize),
-            ) => refused(format!(
-                "the Kafka brokers refused a record of {size} bytes for topic {topic} ({code}); raise max.message.bytes on the topic and --kafka-property message.max.bytes, or lower --batch-max-bytes"
-            )),
+            ) => refused(
+                "record too large",
+                format!(
+                    "the Kafka brokers refused a record of {size} bytes for topic {topic} ({code}); raise max.message.bytes on the topic and --kafka-property message.max.bytes, or lower --batch-max-bytes"
+                ),
+            ),
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
-                refused(format!(
-                    "the Kafka brokers {brokers} refused the login ({error}); check the SASL and TLS settings"
-                ))
+                refused(
+                    "login refused",
+                    format!(
+                        "the Kafka brokers {brokers} refused the login ({error}); check the SASL and TLS settings"
+                    ),
+                )
             }
-            _ => Failure::Retry {
-                error: format!("Kafka delivery to topic {topic} failed: {error}"),
-                retry_after: None,
-            },
+            code => Failure::retry(
+                code.map_or_else(|| "delivery".to_string(), |c| format!("{c:?}")),
+                format!("Kafka delivery to topic {topic} failed: {error}"),
+            ),
         }
     }
 
@@ -489,7 +509,7 @@ impl KafkaSink {
             .fatal_error()
             .map(|(code, text)| format!("{code}: {text}"))
             .unwrap_or_default();
-        current.pending = FuturesUnordered::new();
+        current.pending = Mutex::new(FuturesUnordered::new());
         current.unsent = (0..current.delivered.len())
             .rev()
             .filter(|&i| !current.delivered[i])
@@ -500,19 +520,25 @@ impl KafkaSink {
         {
             Ok(producer) => {
                 self.producer = producer;
-                Failure::Retry {
-                    error: format!(
+                Failure::retry(
+                    "fatal",
+                    format!(
                         "the Kafka producer hit a fatal error ({reason}); a new producer sends the batch's undelivered records again (some may appear twice)"
                     ),
-                    retry_after: None,
-                }
+                )
             }
-            Err(e) => Failure::Retry {
-                error: format!(
+            Err(e) => Failure::retry(
+                "fatal",
+                format!(
                     "the Kafka producer hit a fatal error ({reason}) and a new one cannot be made: {e}"
                 ),
-                retry_after: None,
-            },
+            ),
         }
+    }
+}
+
+impl Deliver for KafkaSink {
+    async fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Failure> {
+        self.deliver_batch(batch).await
     }
 }
