@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -141,6 +141,14 @@ impl Broker {
         self.relay.start_listening();
     }
 
+    /// Holds every answer of the broker back by `delay` (a slow broker).
+    pub fn delay_answers(&self, delay: Duration) {
+        self.relay
+            .state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Creates a topic (kafka-python's admin client).
     pub fn create_topic(&self, tools: &Tools, topic: &str, partitions: u32) {
         let script = format!(
@@ -240,6 +248,8 @@ struct RelayState {
     generation: Mutex<u64>,
     connections: Mutex<Vec<TcpStream>>,
     stopped: AtomicBool,
+    /// Milliseconds each answer from the broker is held back.
+    delay_ms: AtomicU64,
 }
 
 impl Relay {
@@ -293,8 +303,8 @@ impl Relay {
                             }
                         }
                         drop(conns);
-                        pump(&client, &server);
-                        pump(&server, &client);
+                        pump(&client, &server, None);
+                        pump(&server, &client, Some(state.clone()));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -320,13 +330,30 @@ impl Relay {
     }
 }
 
-/// Copies one direction of a connection on its own thread until either side closes.
-fn pump(from: &TcpStream, to: &TcpStream) {
+/// Copies one direction of a connection on its own thread until either side closes, holding
+/// each chunk back by the relay's delay when `delayed` is given.
+fn pump(from: &TcpStream, to: &TcpStream, delayed: Option<Arc<RelayState>>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
     thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(state) = &delayed {
+                let ms = state.delay_ms.load(Ordering::Relaxed);
+                if ms > 0 {
+                    thread::sleep(Duration::from_millis(ms));
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(std::net::Shutdown::Both);
         let _ = from.shutdown(std::net::Shutdown::Both);
     });

@@ -83,7 +83,12 @@ impl Problems {
     }
 
     fn set(&self, kind: &'static str, refused: bool, message: String) {
-        *self.lock() = Some(Problem {
+        let mut current = self.lock();
+        // A refused login takes every broker down after it: the login is the news.
+        if !refused && current.as_ref().is_some_and(|p| p.refused) {
+            return;
+        }
+        *current = Some(Problem {
             kind,
             refused,
             message,
