@@ -264,7 +264,7 @@ pub struct RunArgs {
         value_name = "none|gzip|snappy|lz4|zstd"
     )]
     pub kafka_compression: Option<String>,
-    /// TLS to the brokers (the system's CAs unless --kafka-tls-ca). Default: on when a --kafka-tls-* file is given.
+    /// TLS to the brokers (the system's CAs unless --kafka-tls-ca). Default: on when a TLS file (CA, certificate, key) is given.
     #[arg(long, env = "KUBE_EVENT_PIPE_KAFKA_TLS", value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true")]
     pub kafka_tls: Option<String>,

@@ -232,7 +232,7 @@ fn push_kafka(push: &mut impl FnMut(&'static str, String), k: &KafkaSettings) {
         push("kafka_sasl_mechanism", sasl.mechanism.as_str().into());
         push("kafka_sasl_username", sasl.username.clone());
         push(
-            "kafka_sasl_password_from",
+            "kafka_sasl_login_from",
             match &sasl.password {
                 Password::File(path) => path.display().to_string(),
                 Password::Env(_) => crate::config::kafka::PASSWORD_ENV.into(),

@@ -288,3 +288,128 @@ fn the_logged_configuration_names_the_effective_values() {
         assert!(line.contains(part), "{part} missing from {line}");
     }
 }
+
+#[test]
+fn the_kafka_sink_takes_flags_and_file_keys_with_their_defaults() {
+    let c = build_from(&[
+        "--sink",
+        "stdout,kafka",
+        "--kafka-brokers",
+        "k0:9092,k1:9093",
+        "--kafka-property",
+        "linger.ms=20",
+        "--kafka-property",
+        "ssl.cipher.suites=A,B",
+    ])
+    .unwrap();
+    let [SinkConfig::Stdout, SinkConfig::Kafka(k)] = &c.sinks[..] else {
+        panic!("{:?}", c.sinks);
+    };
+    assert_eq!(
+        k.brokers,
+        vec!["k0:9092".to_string(), "k1:9093".to_string()]
+    );
+    assert_eq!(k.topic, "kube-events");
+    assert_eq!(k.compression, kafka::Compression::Lz4);
+    assert_eq!(k.security_protocol(), "plaintext");
+    assert_eq!(
+        k.properties,
+        vec![
+            ("linger.ms".to_string(), "20".to_string()),
+            ("ssl.cipher.suites".to_string(), "A,B".to_string()),
+        ]
+    );
+
+    let (_dir, path) = write_config(
+        "sink: [kafka]\nkafka_brokers: k:9092\nkafka_topic: audit.events\nkafka_compression: zstd\nkafka_tls_ca: /ca.pem\nkafka_sasl_mechanism: SCRAM-SHA-512\nkafka_sasl_username: pipe\nkafka_sasl_password_file: /secret/password\nkafka_property: [client.id=x]\n",
+        "yaml",
+    );
+    let c = build_from(&["--config", &path]).unwrap();
+    let [SinkConfig::Kafka(k)] = &c.sinks[..] else {
+        panic!("{:?}", c.sinks);
+    };
+    assert_eq!(k.topic, "audit.events");
+    assert_eq!(k.compression, kafka::Compression::Zstd);
+    assert_eq!(k.security_protocol(), "sasl_ssl");
+    let sasl = k.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, kafka::SaslMechanism::ScramSha512);
+    assert_eq!(
+        sasl.password,
+        kafka::Password::File(PathBuf::from("/secret/password"))
+    );
+    assert_eq!(k.properties, vec![("client.id".into(), "x".into())]);
+    let line = c.redacted().to_string();
+    assert!(line.contains("sinks=kafka:audit.events"), "{line}");
+    assert!(
+        line.contains("kafka_sasl_login_from=/secret/password"),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_kafka_settings_are_rejected_with_the_fix() {
+    let err = build_from(&["--sink", "kafka"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--sink=kafka (flag): the kafka sink needs --kafka-brokers HOST:PORT (or KUBE_EVENT_PIPE_KAFKA_BROKERS, or kafka_brokers in the config file)"
+    );
+    let err = build_from(&["--sink", "kafka", "--kafka-brokers", "kafka"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--kafka-brokers=kafka (flag): \"kafka\" is not HOST:PORT; must be a comma-separated list of HOST:PORT, e.g. kafka-0.kafka:9092,kafka-1.kafka:9092"
+    );
+    let err =
+        build_from(&["--kafka-brokers", "k:9092", "--kafka-compression", "brotli"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--kafka-compression=brotli (flag): must be one of none, gzip, snappy, lz4, zstd"
+    );
+    let err = build_from(&["--kafka-brokers", "k:9092", "--kafka-property", "acks=1"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--kafka-property=acks=1 (flag): sets acks, which the sink fixes (idempotent producer, acks=all, --kafka-brokers); remove it"
+    );
+    let err = build_from(&[
+        "--kafka-brokers",
+        "k:9092",
+        "--kafka-sasl-mechanism",
+        "PLAIN",
+        "--kafka-sasl-username",
+        "u",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "SASL needs a password: set --kafka-sasl-password-file FILE (or kafka_sasl_password_file in the config file) or the environment variable KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD"
+    );
+    let err = build_from(&["--kafka-brokers", "k:9092", "--kafka-tls-cert", "/c.pem"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--kafka-tls-cert and --kafka-tls-key go together"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_kafka_password_from_the_environment_is_never_shown() {
+    let env = Some("hunter2-secret".to_string());
+    let get = |_: &str, _: &[&str]| None;
+    assert_eq!(kafka::settings(&get, env.clone()).unwrap(), None);
+    let c = build_from(&[
+        "--kafka-brokers",
+        "k:9092",
+        "--sink",
+        "kafka",
+        "--kafka-property",
+        "ssl.key.password=hunter2-secret",
+    ])
+    .unwrap();
+    let line = c.redacted().to_string();
+    assert!(
+        line.contains("kafka_property=ssl.key.password=<redacted>"),
+        "{line}"
+    );
+    assert!(!line.contains("hunter2"), "{line}");
+    let p = kafka::Password::Env(kafka::Secret("hunter2-secret".into()));
+    assert!(!format!("{p:?}").contains("hunter2"));
+}
