@@ -129,7 +129,7 @@ impl KafkaSettings {
 }
 
 /// Validates the Kafka options; `None` when no broker is given (the sink is not configured).
-pub(crate) fn settings(
+pub(super) fn settings(
     get: &impl Fn(&str, &[&str]) -> Option<Raw>,
     password_env: Option<String>,
 ) -> Result<Option<KafkaSettings>, ConfigError> {
