@@ -47,6 +47,7 @@ const OVERLAYS: &[&str] = &[
     "overlays/file",
     "overlays/s3",
     "overlays/enriched",
+    "overlays/kafka",
 ];
 
 /// The restricted Pod Security Standard, field by field, for the pod and every container.
@@ -226,7 +227,12 @@ fn assert_bound(objects: &[Value], role: &str) {
 #[test]
 fn rbac_is_list_and_watch_of_events_and_get_only_with_enrichment() {
     let list_watch = vec!["list".to_string(), "watch".to_string()];
-    for overlay in ["overlays/stdout", "overlays/file", "overlays/s3"] {
+    for overlay in [
+        "overlays/stdout",
+        "overlays/file",
+        "overlays/s3",
+        "overlays/kafka",
+    ] {
         let objects = render(overlay);
         let roles = all_of(&objects, "ClusterRole");
         assert_eq!(roles.len(), 1, "{overlay}: only the events role");
@@ -458,4 +464,39 @@ mod toml_lite {
         }
         panic!("Cargo.toml declares no [[bin]]");
     }
+}
+
+#[test]
+fn the_kafka_overlay_reads_its_password_and_ca_from_a_mounted_secret() {
+    let objects = render("overlays/kafka");
+    let config = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
+    assert_eq!(config["KUBE_EVENT_PIPE_SINK"], "stdout,kafka");
+    assert_eq!(
+        config["KUBE_EVENT_PIPE_KAFKA_SASL_MECHANISM"],
+        "SCRAM-SHA-512"
+    );
+    // No password in the ConfigMap or the environment: a file from the Secret.
+    assert!(config.get("KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD").is_none());
+    let password = config["KUBE_EVENT_PIPE_KAFKA_SASL_PASSWORD_FILE"]
+        .as_str()
+        .unwrap();
+    let ca = config["KUBE_EVENT_PIPE_KAFKA_TLS_CA"].as_str().unwrap();
+    let deployment = find(&objects, "Deployment", "kube-event-pipe");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "kube-event-pipe-kafka")
+        .expect("the Secret as a volume");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("mounted");
+    assert_eq!(mount["readOnly"], true);
+    let dir = mount["mountPath"].as_str().unwrap();
+    assert_eq!(password, format!("{dir}/password"));
+    assert_eq!(ca, format!("{dir}/ca.crt"));
 }
