@@ -139,6 +139,8 @@ fn measure(
         cmd.arg(p);
     }
     let started = Instant::now();
+    // Reaped by wait4 below, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().unwrap_or_else(|e| fail(&e.to_string()));
     let mut status = 0;
     // SAFETY: rusage is plain data, and wait4 fills it for our own child.
