@@ -52,7 +52,8 @@ use crate::enrich::Enricher;
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::health::Health;
 use crate::metrics::{
-    DEDUP_CORRUPT_FILES, DEDUP_FILL_RATIO, DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED,
+    ACKS_PENDING, DEDUP_CORRUPT_FILES, DEDUP_ESTIMATED_FP_RATE, DEDUP_FILL_RATIO,
+    DEDUP_TARGET_FP_RATE, DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED,
     LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS, ReasonCounters,
 };
 use crate::sink::{self, BatchAck, LineSink, SinkEnd, SinkError};
@@ -165,6 +166,9 @@ struct StageMeters {
     generations: metrics::Gauge,
     /// One per generation slot, newest first, so the series stay bounded across rotations.
     fill_ratio: Vec<metrics::Gauge>,
+    /// Same slots as `fill_ratio`.
+    estimated_fp_rate: Vec<metrics::Gauge>,
+    acks_pending: metrics::Gauge,
     corrupt: metrics::Counter,
     malformed: metrics::Counter,
     by_reason: Option<ReasonCounters>,
@@ -180,6 +184,10 @@ impl StageMeters {
             fill_ratio: (0..generations)
                 .map(|g| metrics::gauge!(DEDUP_FILL_RATIO, "generation" => g.to_string()))
                 .collect(),
+            estimated_fp_rate: (0..generations)
+                .map(|g| metrics::gauge!(DEDUP_ESTIMATED_FP_RATE, "generation" => g.to_string()))
+                .collect(),
+            acks_pending: metrics::gauge!(ACKS_PENDING),
             corrupt: metrics::counter!(DEDUP_CORRUPT_FILES),
             malformed: metrics::counter!(MALFORMED_EVENTS),
             by_reason: by_reason.then(ReasonCounters::default),
@@ -344,13 +352,21 @@ impl DedupStage {
     fn observe_ring(&self) {
         let generations = self.ring.generations();
         self.meters.generations.set(generations.len() as f64);
-        for (slot, gauge) in self.meters.fill_ratio.iter().enumerate() {
-            let fill = generations
+        for (slot, (fill_gauge, fp_gauge)) in self
+            .meters
+            .fill_ratio
+            .iter()
+            .zip(&self.meters.estimated_fp_rate)
+            .enumerate()
+        {
+            let generation = generations
                 .len()
                 .checked_sub(slot + 1)
-                .map_or(0.0, |i| generations[i].fill_ratio);
-            gauge.set(fill);
+                .map(|i| &generations[i]);
+            fill_gauge.set(generation.map_or(0.0, |g| g.fill_ratio));
+            fp_gauge.set(generation.map_or(0.0, |g| g.estimated_fp_rate));
         }
+        self.meters.acks_pending.set(self.in_flight.len() as f64);
         self.meters.corrupt.absolute(self.ring.quarantined_total());
     }
 
@@ -468,6 +484,7 @@ pub async fn run(
             config.metrics_by_reason,
         ),
     };
+    metrics::gauge!(DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
     stage.observe_ring();
     let mut sync_timer = tokio::time::interval(config.sync_interval);
     sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
