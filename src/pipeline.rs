@@ -53,7 +53,7 @@ use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::health::Health;
 use crate::metrics::{
     ACKS_PENDING, DEDUP_CORRUPT_FILES, DEDUP_ESTIMATED_FP_RATE, DEDUP_FILL_RATIO,
-    DEDUP_TARGET_FP_RATE, DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED,
+    DEDUP_GENERATIONS, DEDUP_TARGET_FP_RATE, DUPLICATES_DROPPED, EVENTS_RECEIVED,
     LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS, ReasonCounters,
 };
 use crate::sink::{self, BatchAck, LineSink, SinkEnd, SinkError};
