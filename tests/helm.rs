@@ -390,10 +390,17 @@ fn the_default_render_holds_the_kustomize_base_kinds_rules_pod_security_and_sett
         find(&base, "Namespace", "kube-event-pipe")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
     );
 
-    for kind in ["ClusterRole"] {
-        let a = find(&chart, kind, "kube-event-pipe");
-        let b = find(&base, kind, "kube-event-pipe");
-        assert_eq!(rules(a), rules(b), "{kind} rules");
+    assert_eq!(
+        rules(find(&chart, "ClusterRole", "kube-event-pipe")),
+        rules(find(&base, "ClusterRole", "kube-event-pipe")),
+        "ClusterRole rules"
+    );
+    for field in ["roleRef", "subjects"] {
+        assert_eq!(
+            find(&chart, "ClusterRoleBinding", "kube-event-pipe")[field],
+            find(&base, "ClusterRoleBinding", "kube-event-pipe")[field],
+            "ClusterRoleBinding {field}"
+        );
     }
 
     let (a, b) = (
