@@ -337,8 +337,9 @@ impl DedupStage {
         }));
     }
 
-    /// Refreshes the filter gauges and acks pending. Runs on the sync timer: the fill ratio counts the bits of
-    /// every generation (a few MiB), too much for every hand-off and cheap every few seconds.
+    /// Refreshes the filter gauges and acks pending. Runs on the sync timer: the fill ratio
+    /// counts the bits of every generation (a few MiB), too much for every hand-off and cheap
+    /// every few seconds.
     pub fn observe_ring(&self) {
         let generations = self.ring.generations();
         self.meters.generations.set(generations.len() as f64);
