@@ -4,10 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{ConfigError, Raw, parse};
-
-/// The default topic.
-pub const DEFAULT_TOPIC: &str = "kube-events";
+use super::{ConfigError, Raw, defaults, parse};
 
 /// The environment variable that may hold the SASL password (there is no flag: a flag's value
 /// shows in `ps` and in the pod spec).
@@ -22,8 +19,7 @@ const FIXED_PROPERTIES: &[&str] = &[
     "metadata.broker.list",
 ];
 
-/// Record batch compression. lz4 is the default: on the replayed benchmark it cost the least CPU
-/// per event for a ratio close to zstd's (docs/performance.md).
+/// Record batch compression; the default is [`defaults::KAFKA_COMPRESSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -34,6 +30,19 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The codecs by name, as `--kafka-compression` takes them.
+    const NAMES: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+    fn from_name(name: &str) -> Compression {
+        match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "zstd" => Compression::Zstd,
+            _ => Compression::Lz4,
+        }
+    }
+
     /// The name librdkafka's `compression.codec` takes.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,9 +114,9 @@ pub struct Tls {
 pub struct KafkaSettings {
     /// Bootstrap brokers, `host:port` each.
     pub brokers: Vec<String>,
-    /// Default `kube-events`.
+    /// Default [`defaults::KAFKA_TOPIC`].
     pub topic: String,
-    /// Default lz4: see [`Compression`].
+    /// Default [`defaults::KAFKA_COMPRESSION`].
     pub compression: Compression,
     /// Off unless `--kafka-tls` or a TLS file is given.
     pub tls: Option<Tls>,
@@ -139,19 +148,11 @@ pub(super) fn settings(
     let brokers = brokers_raw.parse(brokers)?;
     let topic = match get("kafka_topic", &["kafka_topic"]) {
         Some(raw) => raw.parse(topic)?,
-        None => DEFAULT_TOPIC.to_string(),
+        None => defaults::KAFKA_TOPIC.to_string(),
     };
     let compression = match get("kafka_compression", &["kafka_compression"]) {
-        Some(raw) => {
-            match raw.parse(|v| parse::one_of(v, &["none", "gzip", "snappy", "lz4", "zstd"]))? {
-                "none" => Compression::None,
-                "gzip" => Compression::Gzip,
-                "snappy" => Compression::Snappy,
-                "zstd" => Compression::Zstd,
-                _ => Compression::Lz4,
-            }
-        }
-        None => Compression::Lz4,
+        Some(raw) => Compression::from_name(raw.parse(|v| parse::one_of(v, Compression::NAMES))?),
+        None => Compression::from_name(defaults::KAFKA_COMPRESSION),
     };
     let path = |id: &str| -> Result<Option<PathBuf>, ConfigError> {
         match get(id, &[id]) {
