@@ -5,7 +5,7 @@
 //! per sink) and incremented per hand-off or per batch, never looked up per event.
 //!
 //! One naming scheme: `kube_event_pipe_<thing>_<unit>`, counters end in `_total`, labels are
-//! `source` (kube, replay), `sink` (stdout, file, s3) and `generation` (0 = newest).
+//! `source` (kube, replay), `sink` (stdout, file, s3, kafka) and `generation` (0 = newest).
 
 use std::collections::HashMap;
 
