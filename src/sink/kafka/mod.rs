@@ -58,6 +58,12 @@ pub enum KafkaSetupError {
 /// over (a broker that just came back) does not count.
 const PROBLEM_GRACE: Duration = Duration::from_secs(1);
 
+/// While a problem is already reported, how long an attempt waits for the records to go out
+/// before it reports the problem again. The records sit in librdkafka, which sends them as soon
+/// as a broker is back: waiting inside the attempt notices a recovery at once, where returning
+/// at once would notice it only after the driver's next backoff delay (up to 30 s).
+const PROBLEM_WAIT: Duration = Duration::from_secs(10);
+
 /// A client-wide problem librdkafka reported through its error callback, kept until a record
 /// is delivered again.
 #[derive(Debug, Clone)]
@@ -185,6 +191,8 @@ pub struct KafkaSink {
     topic: String,
     cluster: Option<String>,
     current: Option<InFlight>,
+    /// The last attempt failed: the next one waits [`PROBLEM_WAIT`] before failing again.
+    failing: bool,
 }
 
 /// Opens the sink for the pipeline: see [`producer`].
@@ -215,6 +223,7 @@ pub fn producer(
         topic: settings.topic.clone(),
         cluster: cluster.map(str::to_owned),
         current: None,
+        failing: false,
     })
 }
 
@@ -304,13 +313,19 @@ impl KafkaSink {
         let result = if self.producer.client().fatal_error().is_some() {
             Err(Stop::Fatal)
         } else {
-            self.attempt(&mut current, &lines, attempt).await
+            let grace = if self.failing {
+                PROBLEM_WAIT
+            } else {
+                PROBLEM_GRACE
+            };
+            self.attempt(&mut current, &lines, attempt, grace).await
         };
         let result = match result {
             Ok(()) => Ok(()),
             Err(Stop::Failed(failure)) => Err(failure),
             Err(Stop::Fatal) => Err(self.restart(&mut current)),
         };
+        self.failing = result.is_err();
         if result.is_err() {
             self.current = Some(current);
         }
@@ -322,6 +337,7 @@ impl KafkaSink {
         current: &mut InFlight,
         lines: &[&[u8]],
         attempt: Instant,
+        grace: Duration,
     ) -> Result<(), Stop> {
         // `unsent` is kept in reverse, so popping sends in line order.
         while let Some(index) = current.unsent.pop() {
@@ -336,7 +352,7 @@ impl KafkaSink {
                     // librdkafka's queue is full: wait for reports to free it, unless the
                     // brokers are gone, which is an outage to report.
                     current.unsent.push(index);
-                    if let Some(failure) = self.problem_since(attempt) {
+                    if let Some(failure) = self.problem_since(attempt, grace) {
                         return Err(Stop::Failed(failure));
                     }
                     if let Some((i, outcome)) = tokio::select! {
@@ -368,7 +384,7 @@ impl KafkaSink {
                     if self.producer.client().fatal_error().is_some() {
                         return Err(Stop::Fatal);
                     }
-                    if let Some(failure) = self.problem_since(attempt) {
+                    if let Some(failure) = self.problem_since(attempt, grace) {
                         return Err(Stop::Failed(failure));
                     }
                 }
@@ -443,10 +459,10 @@ impl KafkaSink {
     }
 
     /// The client-wide problem, if one has kept this attempt's records from being delivered
-    /// for [`PROBLEM_GRACE`].
-    fn problem_since(&self, attempt: Instant) -> Option<Failure> {
+    /// for `grace`.
+    fn problem_since(&self, attempt: Instant, grace: Duration) -> Option<Failure> {
         let problem = self.problems.get()?;
-        if attempt.elapsed() < PROBLEM_GRACE {
+        if attempt.elapsed() < grace {
             return None;
         }
         Some(if problem.refused {
