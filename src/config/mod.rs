@@ -5,6 +5,7 @@
 //! reading a CrashLoopBackOff log has only that line to go on.
 
 pub mod cli;
+mod delivery;
 mod file;
 mod parse;
 mod redact;
@@ -21,6 +22,10 @@ use thiserror::Error;
 pub use cli::{Cli, Command, DecodeArgs, InspectArgs, RunArgs};
 
 pub use crate::encode::object::ObjectFormat;
+pub use delivery::{
+    Compression, HeaderSpec, HeaderValueSource, OtlpBody, OtlpSettings, TlsFiles, WebhookFormat,
+    WebhookSettings,
+};
 use file::FileLayer;
 pub use redact::{REDACTED, Redacted, redact};
 
@@ -129,6 +134,10 @@ pub enum SinkConfig {
     },
     /// Gzipped batches to the bucket in [`Config::s3`].
     S3,
+    /// OTLP/HTTP logs to a collector.
+    Otlp(OtlpSettings),
+    /// POSTs to a webhook.
+    Http(WebhookSettings),
 }
 
 /// Server-side encryption asked of S3 for each object.
@@ -233,6 +242,9 @@ pub struct Config {
     pub s3: S3Settings,
     /// Off unless asked for: it needs `get` on more kinds than events.
     pub enrich: Option<EnrichConfig>,
+    /// Where batches a sink refuses for good are written (then acknowledged). Default none:
+    /// such a batch is logged at ERROR and retried on the slow timer, holding the pipe.
+    pub dead_letter_dir: Option<PathBuf>,
 }
 
 /// How events are enriched with their involved object and node.
@@ -407,6 +419,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         .as_deref()
         .filter(|d| *d != "-")
         .map(PathBuf::from);
+    let otlp = delivery::otlp(&get)?;
+    let webhook = delivery::webhook(&get)?;
     let sinks = match get("sink", &["sink"]) {
         Some(raw) => {
             let names = raw.parse(parse::sink_list)?;
@@ -422,6 +436,22 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
                         None => {
                             return Err(raw.invalid(
                                 "the file sink needs --destination PATH (or file_sink_dir in the config file)",
+                            ));
+                        }
+                    },
+                    "otlp" => match &otlp {
+                        Some(settings) => sinks.push(SinkConfig::Otlp(settings.clone())),
+                        None => {
+                            return Err(ConfigError::Conflict(
+                                "the otlp sink needs an endpoint: set --otlp-endpoint, KUBE_EVENT_PIPE_OTLP_ENDPOINT or otlp_endpoint in the config file".into(),
+                            ));
+                        }
+                    },
+                    "http" => match &webhook {
+                        Some(settings) => sinks.push(SinkConfig::Http(settings.clone())),
+                        None => {
+                            return Err(ConfigError::Conflict(
+                                "the http sink needs a URL: set --http-url, KUBE_EVENT_PIPE_HTTP_URL or http_url in the config file".into(),
                             ));
                         }
                     },
@@ -542,6 +572,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         None
     };
 
+    let dead_letter_dir = delivery::dead_letter_dir(&get)?;
+
     Ok(Config {
         source,
         emit_deleted,
@@ -564,6 +596,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         metrics_by_reason,
         s3,
         enrich,
+        dead_letter_dir,
     })
 }
 

@@ -8,9 +8,16 @@
 //! retrying the same batch, its queue fills, and the batcher waits: the others run ahead by at
 //! most their queue bound, then the whole pipe pauses (backpressure up to the source).
 
+pub mod dead_letter;
 pub mod file;
+mod interface;
+pub mod otlp;
 pub mod s3;
 pub mod stdout;
+pub mod transport;
+pub mod webhook;
+
+pub use interface::{Deliver, Failure};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +149,8 @@ pub fn metric_label(config: &SinkConfig) -> &'static str {
         SinkConfig::Stdout => "stdout",
         SinkConfig::File { .. } => "file",
         SinkConfig::S3 => "s3",
+        SinkConfig::Otlp(_) => "otlp",
+        SinkConfig::Http(_) => "http",
     }
 }
 
@@ -184,7 +193,7 @@ impl LineSink {
                 *fsync,
                 reopen_requested.clone(),
             )?)),
-            SinkConfig::S3 => None,
+            SinkConfig::S3 | SinkConfig::Otlp(_) | SinkConfig::Http(_) => None,
         })
     }
 
