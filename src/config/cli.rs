@@ -251,6 +251,9 @@ pub struct RunArgs {
     /// Directory where a batch a sink refuses for good (an HTTP 4xx) is written, fsynced, then committed. Default: none (logged at ERROR and retried slowly).
     #[arg(long, env = "KUBE_EVENT_PIPE_DEAD_LETTER_DIR", value_name = "DIR")]
     pub dead_letter_dir: Option<String>,
+    /// Seconds between attempts at a batch a sink refused for good, without --dead-letter-dir. Default: 30.
+    #[arg(long, env = "KUBE_EVENT_PIPE_REFUSED_RETRY_SEC", value_name = "SECS")]
+    pub refused_retry_interval: Option<String>,
 
     /// OTLP/HTTP endpoint of the otlp sink, e.g. http://otel-collector:4318 (`/v1/logs` is appended).
     #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_ENDPOINT", value_name = "URL")]

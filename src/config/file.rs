@@ -49,6 +49,7 @@ const KNOWN_KEYS: &[&str] = &[
     "enrich_concurrency",
     "watch_timeout",
     "dead_letter_dir",
+    "refused_retry_interval",
     "otlp_endpoint",
     "otlp_header",
     "otlp_headers",

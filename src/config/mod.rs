@@ -245,6 +245,10 @@ pub struct Config {
     /// Where batches a sink refuses for good are written (then acknowledged). Default none:
     /// such a batch is logged at ERROR and retried on the slow timer, holding the pipe.
     pub dead_letter_dir: Option<PathBuf>,
+    /// How often a batch a sink refused for good is tried again when there is no dead-letter
+    /// directory. Default 30 s: a fixed credential or policy is noticed within it, and a peer
+    /// that keeps refusing is not hammered.
+    pub refused_retry_interval: Duration,
 }
 
 /// How events are enriched with their involved object and node.
@@ -573,6 +577,10 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
     };
 
     let dead_letter_dir = delivery::dead_letter_dir(&get)?;
+    let refused_retry_interval = match get("refused_retry_interval", &["refused_retry_interval"]) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 3600.0))?,
+        None => crate::sink::MAX_RETRY_DELAY,
+    };
 
     Ok(Config {
         source,
@@ -597,6 +605,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         s3,
         enrich,
         dead_letter_dir,
+        refused_retry_interval,
     })
 }
 

@@ -193,6 +193,7 @@ impl fmt::Display for Redacted<'_> {
         if let Some(dir) = &c.dead_letter_dir {
             push("dead_letter_dir", dir.display().to_string());
         }
+        push("refused_retry_interval", secs(c.refused_retry_interval));
         push(
             "format",
             match c.format {

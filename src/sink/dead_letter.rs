@@ -17,7 +17,8 @@ use std::time::SystemTime;
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::batch::Batch;
+use super::Failure;
+use crate::flow::Batch;
 use crate::metrics::DEAD_LETTERS;
 
 /// Dead-letter failures. At startup (`Open`) fatal; while running, the batch stays unacked and
@@ -115,6 +116,21 @@ impl DeadLetters {
             .map_err(write_err(&self.dir))?;
         metrics::counter!(DEAD_LETTERS, "sink" => sink).increment(batch.events as u64);
         Ok(path)
+    }
+}
+
+/// The result of a dead-letter write run on a blocking thread: the file, or the failure the
+/// batch is retried with (a full disk is transient: the batch waits and nothing is lost).
+pub fn outcome(
+    written: Result<Result<PathBuf, DeadLetterError>, tokio::task::JoinError>,
+) -> Result<PathBuf, Failure> {
+    match written {
+        Ok(Ok(path)) => Ok(path),
+        Ok(Err(e)) => Err(Failure::retry("dead letter", e.to_string())),
+        Err(e) => Err(Failure::retry(
+            "dead letter",
+            format!("the dead-letter write did not finish: {e}"),
+        )),
     }
 }
 

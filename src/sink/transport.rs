@@ -255,25 +255,33 @@ impl Endpoint {
                 Header::File(watched) => match watched.current() {
                     Ok(v) => v.clone(),
                     Err(e) => {
-                        return Err(Failure::Retry {
-                            error: format!(
+                        return Err(Failure::retry(
+                            "header file",
+                            format!(
                                 "cannot read the {name} header's file {}: {e}",
                                 watched.path.display()
                             ),
-                            retry_after: None,
-                        });
+                        ));
                     }
                 },
             };
             request = request.header(name.clone(), value);
         }
-        request.body(body).send().await.map_err(|e| Failure::Retry {
-            error: format!(
-                "POST {} failed: {}",
-                redacted_url(&self.url),
-                error_chain(&e)
-            ),
-            retry_after: None,
+        request.body(body).send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else {
+                "transport"
+            };
+            Failure::retry(
+                kind,
+                format!(
+                    "{}: POST {} failed: {}",
+                    self.sink,
+                    redacted_url(&self.url),
+                    error_chain(&e)
+                ),
+            )
         })
     }
 
@@ -285,10 +293,15 @@ impl Endpoint {
         let retry_after = retry_after(response.headers(), SystemTime::now());
         let body = response.bytes().await.unwrap_or_default();
         let error = describe(self.sink, &self.url, status, &body);
+        let kind = status.as_u16().to_string();
         if retryable {
-            Failure::Retry { error, retry_after }
+            Failure::Retry {
+                kind,
+                error,
+                retry_after,
+            }
         } else {
-            Failure::Refused { error }
+            Failure::Refused { kind, error }
         }
     }
 }

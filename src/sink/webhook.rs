@@ -11,13 +11,16 @@
 //! `--http-bearer-token-file` is read again whenever the file changes, so a projected
 //! service-account token or a mounted Secret can rotate under a running pipe.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::HeaderName;
+use tracing::info;
 
-use super::Failure;
 use super::transport::{self, Endpoint, TransportError, WatchedValue};
-use crate::batch::Batch;
+use super::{Failure, Sink, SinkError};
 use crate::config::{Compression, WebhookFormat, WebhookSettings};
+use crate::flow::Batch;
 
 /// A running webhook sink.
 #[derive(Debug)]
@@ -98,10 +101,23 @@ impl WebhookSink {
 impl super::Deliver for WebhookSink {
     fn deliver(
         &mut self,
-        batch: &Batch,
+        batch: &Arc<Batch>,
     ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
         WebhookSink::deliver(self, batch)
     }
+}
+
+/// Opens the webhook sink: reads its TLS, header and token files and builds its client.
+pub fn open(settings: &WebhookSettings) -> Result<Sink, SinkError> {
+    let sink = WebhookSink::open(settings)?;
+    let url = crate::config::redact("url", sink.endpoint.url().as_str());
+    info!(url = %url, format = ?settings.format, "HTTP webhook sink ready");
+    Ok(Sink::from_async(
+        "HTTP",
+        "http",
+        format!("http {url}"),
+        sink,
+    ))
 }
 
 /// The lines as one JSON array: each line is already a JSON value, so they are joined as they

@@ -22,9 +22,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{SourceError, SourceHealth, SourceMsg};
+use super::{SourceError, SourceHealth};
 use crate::config::KubeConfig;
 use crate::event::{Change, EventError, EventRecord};
+use crate::flow::SourceMsg;
 use crate::scan;
 
 /// Records per hand-off, as the replay source: a page or a burst of watch lines is split into

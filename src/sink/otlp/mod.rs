@@ -14,17 +14,18 @@
 
 pub mod mapping;
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::Failure;
 use super::transport::{self, Endpoint, TransportError};
-use crate::batch::Batch;
+use super::{Failure, Sink, SinkError};
 use crate::config::{Compression, OtlpBody, OtlpSettings};
+use crate::flow::Batch;
 use crate::metrics::OTLP_REJECTED_RECORDS;
 
 /// The OTLP/HTTP logs path, appended to the endpoint as the spec says for a base endpoint.
@@ -133,10 +134,23 @@ impl OtlpSink {
 impl super::Deliver for OtlpSink {
     fn deliver(
         &mut self,
-        batch: &Batch,
+        batch: &Arc<Batch>,
     ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
         OtlpSink::deliver(self, batch)
     }
+}
+
+/// Opens the OTLP sink: reads its TLS and header files and builds its client.
+pub fn open(settings: &OtlpSettings) -> Result<Sink, SinkError> {
+    let sink = OtlpSink::open(settings)?;
+    let url = crate::config::redact("url", sink.endpoint.url().as_str());
+    info!(endpoint = %url, compression = ?settings.compression, body = ?settings.body, "OTLP sink ready");
+    Ok(Sink::from_async(
+        "OTLP",
+        "otlp",
+        format!("otlp {url}"),
+        sink,
+    ))
 }
 
 #[cfg(test)]
