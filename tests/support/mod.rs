@@ -6,6 +6,7 @@
 
 pub mod fake_api;
 pub mod kube_pipe;
+pub mod receiver;
 pub mod s3;
 
 use std::collections::BTreeMap;
