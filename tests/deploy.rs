@@ -330,13 +330,17 @@ fn the_otlp_overlay_exports_to_an_in_cluster_collector_with_dead_letters_on_the_
     let objects = render("overlays/otlp");
     let data = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
     assert_eq!(data["KUBE_EVENT_PIPE_SINK"], "otlp");
-    let endpoint = data["KUBE_EVENT_PIPE_OTLP_ENDPOINT"].as_str().expect("endpoint");
+    let endpoint = data["KUBE_EVENT_PIPE_OTLP_ENDPOINT"]
+        .as_str()
+        .expect("endpoint");
     assert!(
         endpoint.starts_with("http://") && endpoint.ends_with(".svc.cluster.local:4318"),
         "a collector Service's OTLP/HTTP port: {endpoint}"
     );
     // Dead letters live on the filters' volume, the only writable path in the pod.
-    let dead = data["KUBE_EVENT_PIPE_DEAD_LETTER_DIR"].as_str().expect("dead-letter dir");
+    let dead = data["KUBE_EVENT_PIPE_DEAD_LETTER_DIR"]
+        .as_str()
+        .expect("dead-letter dir");
     let deployment = find(&objects, "Deployment", "kube-event-pipe");
     let mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         .as_array()

@@ -158,6 +158,32 @@ fn a_400_goes_to_the_dead_letter_directory_is_committed_and_the_pipe_moves_on() 
 }
 
 #[test]
+fn a_401_is_not_dead_lettered_but_retried_until_the_credentials_are_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let letters = dir.path().join("dead");
+    let receiver = Receiver::start(|n, _| {
+        if n < 2 {
+            Reply::status(401)
+        } else {
+            Reply::ok()
+        }
+    });
+    let out = webhook_pipe(&dir.path().join("p"), &receiver)
+        .arg("--replay-file")
+        .arg(fixture())
+        .arg("--dead-letter-dir")
+        .arg(&letters)
+        .args(["--refused-retry-interval", "0.3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(fs::read_dir(&letters).unwrap().count(), 0, "no dead letter");
+    let expected = expected_occurrences(&fs::read_to_string(fixture()).unwrap());
+    assert_exactly_once(&delivered(&receiver.accepted()), &expected);
+}
+
+#[test]
 fn without_a_dead_letter_directory_a_400_is_logged_once_and_retried_on_the_slow_timer() {
     let dir = tempfile::tempdir().unwrap();
     // Refused three times, then taken (someone fixed the receiver).

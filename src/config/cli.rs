@@ -251,7 +251,7 @@ pub struct RunArgs {
     /// Directory where a batch a sink refuses for good (an HTTP 4xx) is written, fsynced, then committed. Default: none (logged at ERROR and retried slowly).
     #[arg(long, env = "KUBE_EVENT_PIPE_DEAD_LETTER_DIR", value_name = "DIR")]
     pub dead_letter_dir: Option<String>,
-    /// Seconds between attempts at a batch a sink refused for good, without --dead-letter-dir. Default: 30.
+    /// Seconds between attempts at a batch a sink refused for good, when there is no dead-letter directory. Default: 30.
     #[arg(long, env = "KUBE_EVENT_PIPE_REFUSED_RETRY_SEC", value_name = "SECS")]
     pub refused_retry_interval: Option<String>,
 
@@ -265,10 +265,10 @@ pub struct RunArgs {
     /// PEM CA bundle trusted for the OTLP endpoint, besides the system's.
     #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_CA_FILE", value_name = "FILE")]
     pub otlp_ca_file: Option<String>,
-    /// PEM client certificate for mutual TLS with the OTLP endpoint (with --otlp-client-key).
+    /// PEM client certificate for mutual TLS with the OTLP endpoint; needs the client key too.
     #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_CLIENT_CERT", value_name = "FILE")]
     pub otlp_client_cert: Option<String>,
-    /// PEM private key of --otlp-client-cert.
+    /// PEM private key of the OTLP client certificate.
     #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_CLIENT_KEY", value_name = "FILE")]
     pub otlp_client_key: Option<String>,
     /// Export body compression: `gzip` or `none`. Default: gzip.
@@ -305,10 +305,10 @@ pub struct RunArgs {
     /// PEM CA bundle trusted for the webhook, besides the system's.
     #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_CA_FILE", value_name = "FILE")]
     pub http_ca_file: Option<String>,
-    /// PEM client certificate for mutual TLS with the webhook (with --http-client-key).
+    /// PEM client certificate for mutual TLS with the webhook; needs the client key too.
     #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_CLIENT_CERT", value_name = "FILE")]
     pub http_client_cert: Option<String>,
-    /// PEM private key of --http-client-cert.
+    /// PEM private key of the webhook client certificate.
     #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_CLIENT_KEY", value_name = "FILE")]
     pub http_client_key: Option<String>,
     /// Request body compression: `gzip` or `none`. Default: none.

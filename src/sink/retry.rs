@@ -83,6 +83,11 @@ impl Failure {
     }
 }
 
+/// A refusal whose kind starts with an HTTP status that refuses the caller, not the request.
+fn is_access_refusal(kind: &str) -> bool {
+    matches!(kind.split(' ').next(), Some("401" | "403" | "407"))
+}
+
 /// What a sink does after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -148,9 +153,13 @@ impl Policy {
     /// The dead-letter directory a failure should go to: `Some` for a refusal when one is
     /// configured. The driver then writes the batch there and, once that is durable,
     /// acknowledges it ([`Policy::dead_lettered`]); if the write fails, the batch is retried.
+    ///
+    /// A refusal of the sink's credentials (401, 403, 407) is not about the batch: every batch
+    /// would be refused alike until someone fixes a token or a policy, and dead-lettering them
+    /// would empty the pipe into the directory. Those stay on the slow timer.
     pub fn dead_letters_for(&self, failure: &Failure) -> Option<DeadLetters> {
         match failure {
-            Failure::Refused { .. } => self.dead_letters.clone(),
+            Failure::Refused { kind, .. } if !is_access_refusal(kind) => self.dead_letters.clone(),
             _ => None,
         }
     }
@@ -274,6 +283,37 @@ mod tests {
         };
         assert!(wait >= asked, "{wait:?}");
         assert_eq!(p.failed(&Failure::Closed), Next::Stop);
+    }
+
+    #[test]
+    fn refusals_of_the_batch_go_to_dead_letters_and_refusals_of_the_credentials_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let letters = DeadLetters::open(dir.path()).unwrap();
+        let (p, _) = policy();
+        let p = p.with_refusals(Duration::from_secs(1), Some(letters));
+        assert!(
+            p.dead_letters_for(&Failure::refused("400", "bad"))
+                .is_some()
+        );
+        assert!(
+            p.dead_letters_for(&Failure::refused("413", "big"))
+                .is_some()
+        );
+        assert!(
+            p.dead_letters_for(&Failure::refused("403 AccessDenied", "no"))
+                .is_none()
+        );
+        assert!(
+            p.dead_letters_for(&Failure::refused("401", "who"))
+                .is_none()
+        );
+        assert!(p.dead_letters_for(&Failure::retry("503", "down")).is_none());
+        let (plain, _) = policy();
+        assert!(
+            plain
+                .dead_letters_for(&Failure::refused("400", "bad"))
+                .is_none()
+        );
     }
 
     #[test]
