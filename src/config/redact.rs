@@ -164,7 +164,9 @@ impl fmt::Display for Redacted<'_> {
             match sink {
                 SinkConfig::Otlp(o) => {
                     push("otlp_endpoint", o.endpoint.clone());
-                    push("otlp_headers", header_names(&o.headers));
+                    if !o.headers.is_empty() {
+                        push("otlp_headers", header_names(&o.headers));
+                    }
                     push_tls(&mut push, "otlp", &o.tls);
                     push(
                         "otlp_compression",
@@ -176,7 +178,9 @@ impl fmt::Display for Redacted<'_> {
                 SinkConfig::Http(h) => {
                     push("http_url", h.url.clone());
                     push("http_format", format!("{:?}", h.format).to_lowercase());
-                    push("http_headers", header_names(&h.headers));
+                    if !h.headers.is_empty() {
+                        push("http_headers", header_names(&h.headers));
+                    }
                     if let Some(p) = &h.bearer_token_file {
                         push("http_bearer_token_file", p.display().to_string());
                     }
