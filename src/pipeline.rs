@@ -108,11 +108,16 @@ pub async fn run(
     // filter file behind.
     let (source_tx, mut source_rx) = mpsc::channel::<SourceMsg>(SOURCE_QUEUE);
     let replay_stats = Arc::new(ReplayStats::default());
+    let mut cluster = None;
     match &config.source {
         SourceConfig::Replay(input) => {
             source::replay::spawn(input, source_tx, replay_stats.clone())?
         }
-        SourceConfig::Kube(kube) => source::kube::start(kube, source_tx, health.clone()).await?,
+        SourceConfig::Kube(kube) => {
+            let connected = source::kube::connect(kube).await?;
+            source::kube::start(kube, &connected, source_tx, health.clone()).await?;
+            cluster = Some(connected);
+        }
     }
 
     let ring = Ring::open(RingConfig {
@@ -122,10 +127,13 @@ pub async fn run(
         error_rate: config.filter_error_rate,
         rotation_interval: config.rotation_interval,
     })?;
+    // The estimated-rate alert compares each generation with this.
+    metrics::gauge!(crate::metrics::DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let ctx = SinkContext {
         config,
         reopen: &reopen,
+        kube: cluster.as_ref().map(|c| &c.client),
     };
     let mut queues = Vec::with_capacity(config.sinks.len());
     let mut workers = Vec::with_capacity(config.sinks.len());
@@ -143,9 +151,9 @@ pub async fn run(
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(config.batch_size);
     // Enrichment sits between the dedup stage and the batcher, in order, when it is on.
     let mut enrich_task = None;
-    let accepted_rx = match (&config.enrich, &config.source) {
-        (Some(enrich), SourceConfig::Kube(kube)) => {
-            let (client, _) = source::kube::connect(kube).await?;
+    let accepted_rx = match (&config.enrich, &cluster) {
+        (Some(enrich), Some(cluster)) => {
+            let client = cluster.client.clone();
             let (enriched_tx, enriched_rx) = mpsc::channel::<Accepted>(config.batch_size);
             let enricher = Arc::new(Enricher::new(client, enrich));
             enrich_task = Some(tokio::spawn(enricher.run(accepted_rx, enriched_tx)));

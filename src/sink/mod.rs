@@ -143,11 +143,13 @@ pub(crate) mod telemetry {
 }
 
 /// What a sink is opened with: the whole configuration (the sink's own settings, the output
-/// format, the persistence directory for its state files) and the SIGHUP flag.
+/// format, the persistence directory for its state files), the SIGHUP flag, and the cluster's
+/// client when the source watches one.
 pub struct SinkContext<'a> {
     pub config: &'a Config,
     /// Raised by SIGHUP; sinks that write files reopen them.
     pub reopen: &'a Arc<AtomicBool>,
+    pub kube: Option<&'a kube::Client>,
 }
 
 /// Opens the sink `config` names. Configuration problems and unreachable setup (a file that

@@ -26,7 +26,7 @@ pub use state::{next_run, stream_uid};
 pub use upload::S3Sink;
 
 use super::{Sink, SinkContext, SinkError};
-use crate::config::{ObjectFormat, SourceConfig};
+use crate::config::ObjectFormat;
 use crate::source;
 
 /// Failures of the S3 sink's setup. Not retryable: they name a file or setting to fix.
@@ -54,9 +54,9 @@ pub async fn open(ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
     let config = ctx.config;
     let settings = &config.s3;
     let dir = &config.persistence_path;
-    let discovered = match (&settings.uid, &config.source) {
-        (None, SourceConfig::Kube(kube)) if !state::has_stream_uid(dir) => {
-            source::kube::cluster_uid(kube).await
+    let discovered = match (&settings.uid, ctx.kube) {
+        (None, Some(client)) if !state::has_stream_uid(dir) => {
+            source::kube::cluster_uid(client).await
         }
         _ => None,
     };
