@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Raw, parse};
+use super::{ConfigError, Raw, defaults, parse};
 
 /// Where a header's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,15 +99,16 @@ pub(super) fn otlp(get: &Get<'_>) -> Result<Option<OtlpSettings>, ConfigError> {
     let tls = tls(get, "otlp")?;
     let compression = compression(
         get("otlp_compression", &["otlp_compression"]),
-        Compression::Gzip,
+        defaults::OTLP_COMPRESSION,
     )?;
     let timeout = timeout(get("otlp_timeout", &["otlp_timeout"]))?;
     let body = match get("otlp_body", &["otlp_body"]) {
-        Some(raw) => match raw.parse(|v| parse::one_of(v, &["message", "event"]))? {
-            "event" => OtlpBody::Event,
-            _ => OtlpBody::Message,
-        },
-        None => OtlpBody::Message,
+        Some(raw) => raw.parse(|v| parse::one_of(v, &["message", "event"]))?,
+        None => defaults::OTLP_BODY,
+    };
+    let body = match body {
+        "event" => OtlpBody::Event,
+        _ => OtlpBody::Message,
     };
     Ok(endpoint.map(|endpoint| OtlpSettings {
         endpoint,
@@ -125,11 +126,12 @@ pub(super) fn webhook(get: &Get<'_>) -> Result<Option<WebhookSettings>, ConfigEr
         .map(|raw| raw.parse(url))
         .transpose()?;
     let format = match get("http_format", &["http_format"]) {
-        Some(raw) => match raw.parse(|v| parse::one_of(v, &["ndjson", "json"]))? {
-            "json" => WebhookFormat::Json,
-            _ => WebhookFormat::Ndjson,
-        },
-        None => WebhookFormat::Ndjson,
+        Some(raw) => raw.parse(|v| parse::one_of(v, &["ndjson", "json"]))?,
+        None => defaults::HTTP_FORMAT,
+    };
+    let format = match format {
+        "json" => WebhookFormat::Json,
+        _ => WebhookFormat::Ndjson,
     };
     let headers = headers(get("http_header", &["http_header", "http_headers"]))?;
     let bearer_token_file = get("http_bearer_token_file", &["http_bearer_token_file"])
@@ -138,7 +140,7 @@ pub(super) fn webhook(get: &Get<'_>) -> Result<Option<WebhookSettings>, ConfigEr
     let tls = tls(get, "http")?;
     let compression = compression(
         get("http_compression", &["http_compression"]),
-        Compression::None,
+        defaults::HTTP_COMPRESSION,
     )?;
     let timeout = timeout(get("http_timeout", &["http_timeout"]))?;
     Ok(url_value.map(|url| WebhookSettings {
@@ -186,20 +188,21 @@ fn tls(get: &Get<'_>, prefix: &str) -> Result<TlsFiles, ConfigError> {
     }
 }
 
-fn compression(raw: Option<Raw>, default: Compression) -> Result<Compression, ConfigError> {
-    Ok(match raw {
-        Some(raw) => match raw.parse(|v| parse::one_of(v, &["gzip", "none"]))? {
-            "gzip" => Compression::Gzip,
-            _ => Compression::None,
-        },
+fn compression(raw: Option<Raw>, default: &'static str) -> Result<Compression, ConfigError> {
+    let name = match raw {
+        Some(raw) => raw.parse(|v| parse::one_of(v, &["gzip", "none"]))?,
         None => default,
+    };
+    Ok(match name {
+        "gzip" => Compression::Gzip,
+        _ => Compression::None,
     })
 }
 
 fn timeout(raw: Option<Raw>) -> Result<Duration, ConfigError> {
     match raw {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 600.0)),
-        None => Ok(Duration::from_secs(10)),
+        None => Ok(defaults::HTTP_TIMEOUT),
     }
 }
 
