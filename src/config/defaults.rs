@@ -59,6 +59,19 @@ pub const KAFKA_TOPIC: &str = "kube-events";
 /// `--kafka-compression`: of lz4 and zstd, lz4 cost less CPU per event on replayed events
 /// (docs/performance.md#kafka-sink); gzip cost almost twice as much.
 pub const KAFKA_COMPRESSION: &str = "lz4";
+/// `--otlp-compression`: gzip, as OTLP exporters do; event batches shrink over tenfold.
+pub const OTLP_COMPRESSION: &str = "gzip";
+/// `--otlp-body`: the message, as the Collector's `k8s_events` receiver writes it.
+pub const OTLP_BODY: &str = "message";
+/// `--otlp-timeout` and `--http-timeout`: the OTLP exporters' default, per request.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--http-format`: the lines stdout gets.
+pub const HTTP_FORMAT: &str = "ndjson";
+/// `--http-compression`: many webhook receivers take only plain bodies.
+pub const HTTP_COMPRESSION: &str = "none";
+/// `--refused-retry-interval`: a fixed credential or policy is noticed within it, and a peer
+/// that keeps refusing is not hammered.
+pub const REFUSED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The defaults as the configuration reference's Default column shows them, by flag.
 pub fn documented() -> Vec<(&'static str, String)> {
@@ -89,5 +102,12 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("--enrich-concurrency", code(&ENRICH_CONCURRENCY)),
         ("--kafka-topic", code(&KAFKA_TOPIC)),
         ("--kafka-compression", code(&KAFKA_COMPRESSION)),
+        ("--otlp-compression", code(&OTLP_COMPRESSION)),
+        ("--otlp-timeout", secs(HTTP_TIMEOUT)),
+        ("--otlp-body", code(&OTLP_BODY)),
+        ("--http-format", code(&HTTP_FORMAT)),
+        ("--http-compression", code(&HTTP_COMPRESSION)),
+        ("--http-timeout", secs(HTTP_TIMEOUT)),
+        ("--refused-retry-interval", secs(REFUSED_RETRY_INTERVAL)),
     ]
 }

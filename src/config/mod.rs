@@ -6,44 +6,32 @@
 
 pub mod cli;
 pub mod defaults;
+mod delivery;
 mod file;
 pub mod kafka;
+mod layers;
 mod parse;
 mod redact;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ArgMatches;
-use clap::parser::ValueSource;
 use thiserror::Error;
 
 pub use cli::{Cli, Command, DecodeArgs, InspectArgs, RunArgs};
 
 pub use crate::encode::object::ObjectFormat;
+pub use delivery::{
+    Compression, HeaderSpec, HeaderValueSource, OtlpBody, OtlpSettings, TlsFiles, WebhookFormat,
+    WebhookSettings,
+};
 use file::FileLayer;
 pub use kafka::KafkaSettings;
+pub use layers::Origin;
+use layers::{Layers, Raw};
 pub use redact::{REDACTED, Redacted, redact};
-
-/// Where a value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Flag,
-    Environment,
-    File(PathBuf),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Flag => f.write_str("flag"),
-            Origin::Environment => f.write_str("environment"),
-            Origin::File(p) => write!(f, "config file {}", p.display()),
-        }
-    }
-}
 
 /// A configuration the process cannot start with. Not retryable: the operator must fix a value.
 #[derive(Debug, Error, PartialEq)]
@@ -132,6 +120,10 @@ pub enum SinkConfig {
     S3,
     /// One record per event to a Kafka topic, acknowledged by the brokers.
     Kafka(Box<KafkaSettings>),
+    /// OTLP/HTTP logs to a collector.
+    Otlp(OtlpSettings),
+    /// POSTs to a webhook.
+    Http(WebhookSettings),
 }
 
 /// Server-side encryption asked of S3 for each object.
@@ -240,6 +232,13 @@ pub struct Config {
     pub s3: S3Settings,
     /// Off unless asked for: it needs `get` on more kinds than events.
     pub enrich: Option<EnrichConfig>,
+    /// Where batches a sink refuses for good are written (then acknowledged). Default none:
+    /// such a batch is logged at ERROR and retried on the slow timer, holding the pipe.
+    pub dead_letter_dir: Option<PathBuf>,
+    /// How often a batch a sink refused for good is tried again when there is no dead-letter
+    /// directory. Default 30 s: a fixed credential or policy is noticed within it, and a peer
+    /// that keeps refusing is not hammered.
+    pub refused_retry_interval: Duration,
 }
 
 /// How events are enriched with their involved object and node.
@@ -276,78 +275,6 @@ impl Default for EnrichConfig {
 /// The default listen address: on in a pod, where the kubelet probes it; off elsewhere.
 pub fn default_listen(in_cluster: bool) -> Option<SocketAddr> {
     in_cluster.then_some(defaults::LISTEN_IN_POD)
-}
-
-/// Looks up one option through the layers, remembering where its value came from.
-struct Layers<'a> {
-    matches: &'a ArgMatches,
-    command: clap::Command,
-    file: Option<FileLayer>,
-}
-
-/// A value as the user gave it, with enough context to reject it properly.
-struct Raw {
-    name: String,
-    value: String,
-    origin: Origin,
-}
-
-impl Raw {
-    fn invalid(&self, requirement: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            name: self.name.clone(),
-            value: self.value.clone(),
-            origin: self.origin.clone(),
-            requirement: requirement.into(),
-        }
-    }
-
-    /// Runs a parser from `parse`, turning its requirement text into a full error.
-    fn parse<T>(&self, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
-        f(self.value.trim()).map_err(|req| self.invalid(req))
-    }
-}
-
-impl Layers<'_> {
-    /// `id` is the clap argument id (the field name in `RunArgs`); `file_keys` are the names a
-    /// config file may use for it, ours first, then k8stream's.
-    fn get(&self, id: &str, file_keys: &[&str]) -> Option<Raw> {
-        // Ids that are file-only (k8stream's `file_sink_dir`) have no clap argument. Repeated
-        // flags (`--namespace a --namespace b`) are joined for the comma parsers.
-        let given = self
-            .matches
-            .try_get_many::<String>(id)
-            .ok()
-            .flatten()
-            .map(|values| values.cloned().collect::<Vec<_>>().join(","));
-        if let Some(value) = given {
-            let arg = self.command.get_arguments().find(|a| a.get_id() == id);
-            let (name, origin) = match self.matches.value_source(id) {
-                Some(ValueSource::EnvVariable) => (
-                    arg.and_then(|a| a.get_env())
-                        .map(|e| e.to_string_lossy().into_owned()),
-                    Origin::Environment,
-                ),
-                _ => (
-                    arg.and_then(|a| a.get_long()).map(|l| format!("--{l}")),
-                    Origin::Flag,
-                ),
-            };
-            return Some(Raw {
-                name: name.unwrap_or_else(|| id.to_string()),
-                value,
-                origin,
-            });
-        }
-        let file = self.file.as_ref()?;
-        file_keys.iter().find_map(|key| {
-            file.get(key).map(|value| Raw {
-                name: key.to_string(),
-                value,
-                origin: Origin::File(file.path.clone()),
-            })
-        })
-    }
 }
 
 /// Validates the run options. `matches` must come from `Cli::command()`, so that value sources
@@ -415,6 +342,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         .filter(|d| *d != "-")
         .map(PathBuf::from);
     let kafka = kafka::settings(&get, std::env::var(kafka::PASSWORD_ENV).ok())?;
+    let otlp = delivery::otlp(&get)?;
+    let webhook = delivery::webhook(&get)?;
     let sinks = match get("sink", &["sink"]) {
         Some(raw) => {
             let names = raw.parse(parse::sink_list)?;
@@ -438,6 +367,22 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
                         None => {
                             return Err(raw.invalid(
                                 "the kafka sink needs --kafka-brokers HOST:PORT (or KUBE_EVENT_PIPE_KAFKA_BROKERS, or kafka_brokers in the config file)",
+                            ));
+                        }
+                    },
+                    "otlp" => match &otlp {
+                        Some(settings) => sinks.push(SinkConfig::Otlp(settings.clone())),
+                        None => {
+                            return Err(ConfigError::Conflict(
+                                "the otlp sink needs an endpoint: set --otlp-endpoint, KUBE_EVENT_PIPE_OTLP_ENDPOINT or otlp_endpoint in the config file".into(),
+                            ));
+                        }
+                    },
+                    "http" => match &webhook {
+                        Some(settings) => sinks.push(SinkConfig::Http(settings.clone())),
+                        None => {
+                            return Err(ConfigError::Conflict(
+                                "the http sink needs a URL: set --http-url, KUBE_EVENT_PIPE_HTTP_URL or http_url in the config file".into(),
                             ));
                         }
                     },
@@ -558,6 +503,12 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         None
     };
 
+    let dead_letter_dir = delivery::dead_letter_dir(&get)?;
+    let refused_retry_interval = match get("refused_retry_interval", &["refused_retry_interval"]) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 3600.0))?,
+        None => defaults::REFUSED_RETRY_INTERVAL,
+    };
+
     Ok(Config {
         source,
         emit_deleted,
@@ -580,6 +531,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         metrics_by_reason,
         s3,
         enrich,
+        dead_letter_dir,
+        refused_retry_interval,
     })
 }
 
