@@ -100,6 +100,16 @@ pub struct Tally {
     pub deleted_skipped: u64,
     pub emitted: u64,
     pub committed: u64,
+    /// Emitted events every sink acknowledged; `emitted - delivered` were accepted and not
+    /// delivered when the pipe ended (deletions count here too, with `--emit-deleted`).
+    pub delivered: u64,
+}
+
+impl Tally {
+    /// Accepted events that did not reach every sink: the next run delivers them again.
+    pub fn undelivered(&self) -> u64 {
+        self.emitted.saturating_sub(self.delivered)
+    }
 }
 
 #[derive(Debug)]
@@ -154,6 +164,8 @@ struct DedupStage {
     acked_events: u64,
     /// The emitted count when the source's first complete list had been received.
     ready_at: Option<u64>,
+    /// A commit failed because the full newest generation could not rotate: the pipe stops.
+    failed: Option<DedupError>,
     meters: StageMeters,
 }
 
@@ -305,8 +317,10 @@ impl DedupStage {
         let batch = ack.batch;
         self.acked_events += batch.events as u64;
         if let Err(e) = self.ring.commit(&batch.keys) {
-            // Delivered but not remembered: a later relist may deliver these again. Never a loss.
-            error!(error = %e, batch = seq, "cannot commit delivered events to the filters; they may be delivered again after a restart");
+            // Delivered but not remembered: a later run delivers these again. Never a loss; but
+            // the full generation cannot take more keys without dropping events, so stop.
+            error!(error = %e, batch = seq, "cannot commit delivered events to the filters; stopping (they are delivered again by the next run)");
+            self.failed.get_or_insert(e);
         } else {
             self.tally.committed += batch.keys.len() as u64;
         }
@@ -459,6 +473,7 @@ pub async fn run(
         sinks: config.sinks.len(),
         acked_events: 0,
         ready_at: None,
+        failed: None,
         meters: StageMeters::new(
             match config.source {
                 SourceConfig::Kube(_) => "kube",
@@ -493,6 +508,9 @@ pub async fn run(
             ack = ack_rx.recv() => match ack {
                 Some(ack) => {
                     stage.ack(ack);
+                    if stage.failed.is_some() {
+                        break;
+                    }
                     stage.check_ready(&health);
                 }
                 // Every sink worker is gone: they drained everything, or stdout closed.
@@ -549,6 +567,11 @@ pub async fn run(
         }
     }
     drop(accepted_tx);
+    if let Some(e) = stage.failed.take() {
+        // Nothing more can be committed: end now, as after a shutdown timeout.
+        let _ = stage.flush_all().await;
+        return Err(e.into());
+    }
 
     if end != EndReason::ShutdownTimeout {
         // Both have finished (the ack channel closed), so these joins do not wait.
@@ -569,6 +592,7 @@ pub async fn run(
         .meters
         .malformed
         .absolute(malformed + health.malformed.load(Ordering::Relaxed));
+    stage.tally.delivered = stage.acked_events;
     let t = &stage.tally;
     info!(
         received = t.received,
@@ -688,6 +712,7 @@ mod tests {
             sinks: 2,
             acked_events: 0,
             ready_at: None,
+            failed: None,
             meters: StageMeters::new("replay", 2, false),
         };
         let in_ring = |stage: &DedupStage, key| {
