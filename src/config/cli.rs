@@ -134,7 +134,7 @@ pub struct RunArgs {
     )]
     pub shutdown_timeout: Option<String>,
 
-    /// DEBUG, INFO, WARNING, ERROR, CRITICAL, or a tracing filter such as `kube_event_pipe=debug`. Default: INFO.
+    /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case), or tracing directives that each name a level, such as `kube_event_pipe=debug,kube=warn`. Default: INFO.
     #[arg(long, env = "KUBE_EVENT_PIPE_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Log format on stderr: `text` or `json`. Default: text.

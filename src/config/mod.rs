@@ -220,7 +220,7 @@ pub struct Config {
     pub batch_max_bytes: usize,
     /// How long shutdown waits for in-flight events. Default 30 s (a pod's default grace period).
     pub shutdown_timeout: Duration,
-    /// A tracing filter directive; Python level names are translated.
+    /// A tracing filter directive; Python level names are translated, and every directive names a level.
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz listen; `None` turns the listener (and metric
