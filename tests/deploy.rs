@@ -491,9 +491,8 @@ fn the_filter_claim_holds_the_configured_generations_with_room_to_spare() {
             .as_str()
             .expect("a storage request");
         let config = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
-        let setting = |name: &str, default: &str| {
-            config[name].as_str().unwrap_or(default).replace('_', "")
-        };
+        let setting =
+            |name: &str, default: &str| config[name].as_str().unwrap_or(default).replace('_', "");
         let capacity: u64 = setting("KUBE_EVENT_PIPE_FILTER_CAPACITY", "1000000")
             .parse()
             .unwrap();

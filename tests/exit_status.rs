@@ -23,7 +23,10 @@ fn stderr_of(out: &std::process::Output) -> String {
 
 /// The lines of stderr that the binary prints itself (`error: …`), not the log's.
 fn error_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.starts_with("error: ")).collect()
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect()
 }
 
 #[test]
@@ -62,7 +65,9 @@ fn a_second_sigterm_exits_with_128_plus_its_number() {
         .unwrap();
     // stdin stays open; the sink keeps failing, so the first signal's drain never ends.
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{}\n", event("a", 1)).as_bytes()).unwrap();
+    stdin
+        .write_all(format!("{}\n", event("a", 1)).as_bytes())
+        .unwrap();
     stdin.flush().unwrap();
     let mut stderr = Reader::spawn(child.stderr.take().unwrap());
     let mut seen = 0;

@@ -108,9 +108,16 @@ fn generation_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The one `error: …` line, after checking the process exited with status 1 by itself.
 fn the_error(status: std::process::ExitStatus, stderr: &str) -> String {
-    assert_eq!(status.signal(), None, "killed by a signal: {status:?}\n{stderr}");
+    assert_eq!(
+        status.signal(),
+        None,
+        "killed by a signal: {status:?}\n{stderr}"
+    );
     assert_eq!(status.code(), Some(1), "{stderr}");
-    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     errors[0].to_string()
 }
@@ -212,7 +219,11 @@ fn a_sparse_generation_on_a_full_volume_is_refused_before_it_is_mapped() {
         .args(small)
         .output()
         .unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let files = generation_files(volume.path());
     assert_eq!(files.len(), 1);
     // The same file written sparse (as an older version did, or a copy with holes): only its

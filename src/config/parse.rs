@@ -276,7 +276,15 @@ mod tests {
     #[test]
     fn a_log_level_that_names_no_level_is_refused() {
         // tracing reads each of these as a target filter, which silences every other line.
-        for typo in ["INF0", "WARNNG", "kube_event_pipe", "info,", "=debug", "kube=verbose", ""] {
+        for typo in [
+            "INF0",
+            "WARNNG",
+            "kube_event_pipe",
+            "info,",
+            "=debug",
+            "kube=verbose",
+            "",
+        ] {
             assert_eq!(
                 log_filter(typo),
                 Err("must be DEBUG, INFO, WARNING, ERROR or CRITICAL, or tracing directives with a level such as kube_event_pipe=debug,kube=warn".to_string()),

@@ -331,8 +331,13 @@ mod tests {
         // n/m² = 1.2e-5 per query, twelve times the target, and 1M fresh keys found 7. Sized
         // for the floor, they find about one at most.
         let (hits, fill, k) = measured_fp(100, 1e-6, 1_000_000);
-        eprintln!("1e-6 at capacity 100: {hits} false positives in 1M fresh keys, fill {fill:.4}, k {k}");
-        assert!(hits <= 3, "{hits} false positives in 1M fresh keys, expected about 1");
+        eprintln!(
+            "1e-6 at capacity 100: {hits} false positives in 1M fresh keys, fill {fill:.4}, k {k}"
+        );
+        assert!(
+            hits <= 3,
+            "{hits} false positives in 1M fresh keys, expected about 1"
+        );
         for (capacity, rate) in [
             (1_000u64, 1e-6),
             (1_000, 1e-9),

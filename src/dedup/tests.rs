@@ -273,7 +273,10 @@ fn a_file_damaged_twice_within_a_second_keeps_both_quarantined_copies() {
         .map(|p| std::fs::read(p).unwrap())
         .collect();
     kept.sort();
-    assert_eq!(kept, vec![b"first damage".to_vec(), b"second damage".to_vec()]);
+    assert_eq!(
+        kept,
+        vec![b"first damage".to_vec(), b"second damage".to_vec()]
+    );
 }
 
 #[test]
@@ -299,13 +302,20 @@ fn a_full_generation_that_cannot_rotate_takes_no_more_keys() {
     // The next generation's temporary file cannot be created: its name is taken by a directory.
     let newest = generation_files(dir.path()).pop().unwrap();
     let millis: u64 = newest[4..20].parse().unwrap();
-    std::fs::create_dir(dir.path().join(format!("kep-{:016}.filter.tmp", millis + 1))).unwrap();
+    std::fs::create_dir(
+        dir.path()
+            .join(format!("kep-{:016}.filter.tmp", millis + 1)),
+    )
+    .unwrap();
     let keys: Vec<_> = (0..1_500).map(key).collect();
     let err = ring.commit(&keys).err().unwrap();
     assert!(matches!(err, DedupError::Io { .. }), "{err}");
     let gens = ring.generations();
     assert_eq!(gens.len(), 1);
-    assert_eq!(gens[0].inserted, 1_000, "filled to its capacity and not past it");
+    assert_eq!(
+        gens[0].inserted, 1_000,
+        "filled to its capacity and not past it"
+    );
     assert!(ring.contains(key(999)));
     // Later keys are not remembered (they are delivered again), and a retry fails the same way.
     assert!(ring.commit(&[key(2_000)]).is_err());
@@ -320,11 +330,16 @@ fn a_failed_rotation_by_age_is_retried_after_a_minute_not_at_every_tick() {
     let newest = generation_files(dir.path()).pop().unwrap();
     let millis: u64 = newest[4..20].parse().unwrap();
     clock.advance(Duration::from_secs(3600));
-    let blocked = dir.path().join(format!("kep-{:016}.filter.tmp", millis + 3_600_000));
+    let blocked = dir
+        .path()
+        .join(format!("kep-{:016}.filter.tmp", millis + 3_600_000));
     std::fs::create_dir(&blocked).unwrap();
     assert!(ring.rotate_if_due().is_err());
     clock.advance(Duration::from_secs(30));
-    assert!(!ring.rotate_if_due().unwrap(), "no new attempt within the minute");
+    assert!(
+        !ring.rotate_if_due().unwrap(),
+        "no new attempt within the minute"
+    );
     // Not full, so it still takes keys meanwhile.
     ring.commit(&[key(7)]).unwrap();
     std::fs::remove_dir(&blocked).unwrap();

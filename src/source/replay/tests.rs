@@ -159,7 +159,10 @@ fn an_object_with_a_repeated_member_is_reported_as_such() {
         r#"the object has the member "type" more than once; each member name may appear once in a JSON object"#
     );
     let reasons = classify_reason(r#"{"type":"ADDED","object":5,"metadata":{},"metadata":{}}"#);
-    assert!(reasons.contains(r#"member "metadata" more than once"#), "{reasons}");
+    assert!(
+        reasons.contains(r#"member "metadata" more than once"#),
+        "{reasons}"
+    );
     assert_eq!(
         classify_reason("[1, 2]"),
         "expected a JSON object: a watch envelope, an Event or an EventList"
