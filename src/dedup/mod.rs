@@ -8,6 +8,7 @@ pub mod filter;
 pub mod header;
 pub mod inspect;
 pub mod ring;
+pub mod stage;
 pub mod store;
 
 use std::path::PathBuf;
