@@ -13,6 +13,7 @@ pub mod enrich;
 pub mod event;
 pub mod flow;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod scan;

@@ -127,6 +127,8 @@ pub async fn run(
         error_rate: config.filter_error_rate,
         rotation_interval: config.rotation_interval,
     })?;
+    // The estimated-rate alert compares each generation with this.
+    metrics::gauge!(crate::metrics::DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let ctx = SinkContext {
         config,

@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod ring;
 pub mod stage;
 pub mod store;
+pub mod watermark;
 
 use std::path::PathBuf;
 use std::sync::Mutex;

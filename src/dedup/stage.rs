@@ -20,8 +20,9 @@ use super::{DedupError, Ring};
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::flow::{Accepted, BatchAck, SourceBatch};
 use crate::metrics::{
-    DEDUP_CORRUPT_FILES, DEDUP_FILL_RATIO, DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED,
-    LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS, ReasonCounters,
+    ACKS_PENDING, DEDUP_CORRUPT_FILES, DEDUP_ESTIMATED_FP_RATE, DEDUP_FILL_RATIO,
+    DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED, LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS,
+    ReasonCounters,
 };
 use crate::source::SourceHealth;
 
@@ -119,6 +120,9 @@ struct StageMeters {
     generations: metrics::Gauge,
     /// One per generation slot, newest first, so the series stay bounded across rotations.
     fill_ratio: Vec<metrics::Gauge>,
+    /// Same slots as `fill_ratio`.
+    estimated_fp_rate: Vec<metrics::Gauge>,
+    acks_pending: metrics::Gauge,
     corrupt: metrics::Counter,
     malformed: metrics::Counter,
     by_reason: Option<ReasonCounters>,
@@ -134,6 +138,10 @@ impl StageMeters {
             fill_ratio: (0..generations)
                 .map(|g| metrics::gauge!(DEDUP_FILL_RATIO, "generation" => g.to_string()))
                 .collect(),
+            estimated_fp_rate: (0..generations)
+                .map(|g| metrics::gauge!(DEDUP_ESTIMATED_FP_RATE, "generation" => g.to_string()))
+                .collect(),
+            acks_pending: metrics::gauge!(ACKS_PENDING),
             corrupt: metrics::counter!(DEDUP_CORRUPT_FILES),
             malformed: metrics::counter!(MALFORMED_EVENTS),
             by_reason: by_reason.then(ReasonCounters::default),
@@ -355,18 +363,27 @@ impl DedupStage {
         }));
     }
 
-    /// Refreshes the filter gauges. Runs on the sync timer: the fill ratio counts the bits of
-    /// every generation (a few MiB), too much for every hand-off and cheap every few seconds.
+    /// Refreshes the filter gauges and acks pending. Runs on the sync timer: the fill ratio
+    /// counts the bits of every generation (a few MiB), too much for every hand-off and cheap
+    /// every few seconds.
     pub fn observe_ring(&self) {
         let generations = self.ring.generations();
         self.meters.generations.set(generations.len() as f64);
-        for (slot, gauge) in self.meters.fill_ratio.iter().enumerate() {
-            let fill = generations
+        for (slot, (fill_gauge, fp_gauge)) in self
+            .meters
+            .fill_ratio
+            .iter()
+            .zip(&self.meters.estimated_fp_rate)
+            .enumerate()
+        {
+            let generation = generations
                 .len()
                 .checked_sub(slot + 1)
-                .map_or(0.0, |i| generations[i].fill_ratio);
-            gauge.set(fill);
+                .map(|i| &generations[i]);
+            fill_gauge.set(generation.map_or(0.0, |g| g.fill_ratio));
+            fp_gauge.set(generation.map_or(0.0, |g| g.estimated_fp_rate));
         }
+        self.meters.acks_pending.set(self.in_flight.len() as f64);
         self.meters.corrupt.absolute(self.ring.quarantined_total());
     }
 
