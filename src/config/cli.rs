@@ -58,7 +58,7 @@ pub struct DecodeArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Directory holding the filter generations.
-    #[arg(long, env = "KUBE_EVENT_PIPE_PERSISTENCE_PATH", default_value = ".")]
+    #[arg(long, env = "KUBE_EVENT_PIPE_PERSISTENCE_PATH", default_value = super::defaults::PERSISTENCE_PATH)]
     pub persistence_path: std::path::PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]

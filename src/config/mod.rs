@@ -5,6 +5,7 @@
 //! reading a CrashLoopBackOff log has only that line to go on.
 
 pub mod cli;
+pub mod defaults;
 mod file;
 mod parse;
 mod redact;
@@ -83,11 +84,9 @@ pub struct KubeConfig {
     pub namespaces: Vec<String>,
     pub field_selector: Option<String>,
     pub label_selector: Option<String>,
-    /// Default 500, as kubectl and client-go: an unpaginated list of a large cluster's events
-    /// is how watchers reach gigabytes at startup.
+    /// Default [`defaults::LIST_PAGE_SIZE`].
     pub list_page_size: u32,
-    /// Default 290 s: below kube-apiserver's minimum request timeout (1800 s), so the client
-    /// decides when a watch is renewed, and a silently dead connection is noticed.
+    /// Default [`defaults::WATCH_TIMEOUT`].
     pub watch_timeout: Duration,
 }
 
@@ -99,8 +98,8 @@ impl Default for KubeConfig {
             namespaces: Vec::new(),
             field_selector: None,
             label_selector: None,
-            list_page_size: 500,
-            watch_timeout: Duration::from_secs(290),
+            list_page_size: defaults::LIST_PAGE_SIZE,
+            watch_timeout: defaults::WATCH_TIMEOUT,
         }
     }
 }
@@ -215,36 +214,40 @@ pub struct Config {
     pub format: OutputFormat,
     /// Added as a top-level `cluster` field when set; default none keeps lines untouched.
     pub cluster_name: Option<String>,
-    /// Filter directory; a persistent volume in production. Default `.` (the Python tool's).
+    /// Filter directory; a persistent volume in production. Default
+    /// [`defaults::PERSISTENCE_PATH`] (the Python tool's).
     pub persistence_path: PathBuf,
-    /// Keys per generation before it rotates. Default 1_000_000: about 3.6 MB at 1e-6.
+    /// Keys per generation before it rotates. Default [`defaults::FILTER_CAPACITY`].
     pub filter_capacity: u64,
-    /// Target false-positive rate per generation. Default 1e-6, not the Python tool's 1e-2:
-    /// each false positive silently drops a real event.
+    /// Target false-positive rate per generation. Default [`defaults::FILTER_ERROR_RATE`], not
+    /// the Python tool's 1e-2: each false positive silently drops a real event.
     pub filter_error_rate: f64,
-    /// Generations kept. Default 3: with the default interval, about 2–3 hours of memory, well
-    /// beyond the API server's one-hour event TTL.
+    /// Generations kept. Default [`defaults::GENERATIONS`]: with the default interval, about
+    /// 2–3 hours of memory, well beyond the API server's one-hour event TTL.
     pub generations: usize,
-    /// Age at which a new generation starts. Default one hour.
+    /// Age at which a new generation starts. Default [`defaults::ROTATION_INTERVAL`].
     pub rotation_interval: Duration,
-    /// Period of the synchronous filter flush. Default 5 s: a power loss can cost at most this
-    /// much memory of delivered events (duplicates on restart, never loss).
+    /// Period of the synchronous filter flush. Default [`defaults::SYNC_INTERVAL`]: a power
+    /// loss can cost at most this much memory of delivered events (duplicates on restart, never
+    /// loss).
     pub sync_interval: Duration,
-    /// Events per batch. Default 500: larger batches mean fewer writes and fsyncs, more events
-    /// in flight (replayed after a crash).
+    /// Events per batch. Default [`defaults::BATCH_SIZE`]: larger batches mean fewer writes and
+    /// fsyncs, more events in flight (replayed after a crash).
     pub batch_size: usize,
-    /// Longest a partial batch waits. Default 1 s: the latency floor for quiet clusters.
+    /// Longest a partial batch waits. Default [`defaults::BATCH_INTERVAL`].
     pub batch_interval: Duration,
-    /// Encoded bytes at which a batch closes. Default 8 MiB: bounds the memory a batch holds in
-    /// every sink queue and the size of one S3 PUT, whatever the events weigh.
+    /// Encoded bytes at which a batch closes. Default [`defaults::BATCH_MAX_BYTES`]: bounds the
+    /// memory a batch holds in every sink queue and the size of one S3 PUT, whatever the events
+    /// weigh.
     pub batch_max_bytes: usize,
-    /// How long shutdown waits for in-flight events. Default 30 s (a pod's default grace period).
+    /// How long shutdown waits for in-flight events. Default [`defaults::SHUTDOWN_TIMEOUT`] (a
+    /// pod's default grace period).
     pub shutdown_timeout: Duration,
     /// A tracing filter directive; Python level names are translated, and every directive names a level.
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz listen; `None` turns the listener (and metric
-    /// recording) off. Default `0.0.0.0:9090` in a pod (the probes need it), off elsewhere, so
+    /// recording) off. Default [`defaults::LISTEN_IN_POD`] in a pod (the probes need it), off elsewhere, so
     /// a local run or a test suite running many pipes at once does not fight over one port.
     pub listen: Option<SocketAddr>,
     /// Split delivered events by type and reason in /metrics. Default false: reasons are free
@@ -275,20 +278,20 @@ pub struct EnrichConfig {
 impl Default for EnrichConfig {
     fn default() -> Self {
         EnrichConfig {
-            labels: vec!["*".into()],
-            annotations: vec!["*".into()],
-            max_bytes: 4096,
-            timeout: Duration::from_secs(2),
-            cache_ttl: Duration::from_secs(300),
-            cache_entries: 10_000,
-            concurrency: 64,
+            labels: vec![defaults::ENRICH_KEYS.into()],
+            annotations: vec![defaults::ENRICH_KEYS.into()],
+            max_bytes: defaults::ENRICH_MAX_BYTES,
+            timeout: defaults::ENRICH_TIMEOUT,
+            cache_ttl: defaults::ENRICH_CACHE_TTL,
+            cache_entries: defaults::ENRICH_CACHE_ENTRIES,
+            concurrency: defaults::ENRICH_CONCURRENCY,
         }
     }
 }
 
 /// The default listen address: on in a pod, where the kubelet probes it; off elsewhere.
 pub fn default_listen(in_cluster: bool) -> Option<SocketAddr> {
-    in_cluster.then(|| SocketAddr::from(([0, 0, 0, 0], 9090)))
+    in_cluster.then_some(defaults::LISTEN_IN_POD)
 }
 
 /// Looks up one option through the layers, remembering where its value came from.
@@ -381,7 +384,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
 
     let source_kind = match get("source", &["source"]) {
         Some(raw) => raw.parse(|v| parse::one_of(v, &["kube", "replay"]))?,
-        None => "kube",
+        None => defaults::SOURCE,
     };
     let replay = get("replay_file", &["replay_file"]);
     let kubeconfig = get("kubeconfig", &["kubeconfig"]).map(|r| PathBuf::from(r.value));
@@ -407,7 +410,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
     };
     let file_fsync = match get("file_fsync", &["file_fsync"]) {
         Some(raw) => raw.parse(parse::boolean)?,
-        None => true,
+        None => defaults::FILE_FSYNC,
     };
 
     // k8stream names a directory for its file sink; we append to one file inside it.
@@ -479,50 +482,50 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
             return Err(raw.invalid("must be a directory path"));
         }
         Some(raw) => PathBuf::from(raw.value),
-        None => PathBuf::from("."),
+        None => PathBuf::from(defaults::PERSISTENCE_PATH),
     };
     let filter_capacity = match get("filter_capacity", &["filter_capacity"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1_000, 1_000_000_000))?,
-        None => 1_000_000,
+        None => defaults::FILTER_CAPACITY,
     };
     let filter_error_rate = match get("filter_error_rate", &["filter_error_rate"]) {
         Some(raw) => raw.parse(parse::rate)?,
-        None => 0.000_001,
+        None => defaults::FILTER_ERROR_RATE,
     };
     let generations = match get("generations", &["generations", "batch_count"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1, 100))? as usize,
-        None => 3,
+        None => defaults::GENERATIONS,
     };
     let rotation_interval = match get(
         "rotation_interval",
         &["rotation_interval", "batch_duration_sec"],
     ) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 1.0, 365.0 * 86_400.0))?,
-        None => Duration::from_secs(3600),
+        None => defaults::ROTATION_INTERVAL,
     };
     let sync_interval = match get("sync_interval", &["sync_interval"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.01, 3600.0))?,
-        None => Duration::from_secs(5),
+        None => defaults::SYNC_INTERVAL,
     };
     let batch_size = match get("batch_size", &["batch_size"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1, 1_000_000))? as usize,
-        None => 500,
+        None => defaults::BATCH_SIZE,
     };
     let batch_interval = match get("batch_interval", &["batch_interval"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.001, 3600.0))?,
-        None => Duration::from_secs(1),
+        None => defaults::BATCH_INTERVAL,
     };
     let batch_max_bytes = match get("batch_max_bytes", &["batch_max_bytes"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1024, 1 << 30))? as usize,
-        None => 8 << 20,
+        None => defaults::BATCH_MAX_BYTES,
     };
     let shutdown_timeout = match get("shutdown_timeout", &["shutdown_timeout"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.0, 3600.0))?,
-        None => Duration::from_secs(30),
+        None => defaults::SHUTDOWN_TIMEOUT,
     };
     let log_filter = match get("log_level", &["log_level"]) {
         Some(raw) => raw.parse(parse::log_filter)?,
-        None => "info".to_string(),
+        None => defaults::LOG_LEVEL.to_string(),
     };
     let log_format = match get("log_format", &["log_format"]) {
         Some(raw) => match raw.parse(|v| parse::one_of(v, &["text", "json"]))? {
