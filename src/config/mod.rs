@@ -139,9 +139,6 @@ pub enum Sse {
     Kms { key_id: Option<String> },
 }
 
-/// How long one S3 request may go unanswered before it counts as failed, by default.
-pub const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How to reach S3 (shared by the sink and `decode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Connection {
@@ -168,7 +165,7 @@ impl Default for S3Connection {
             profile: None,
             endpoint: None,
             force_path_style: false,
-            timeout: DEFAULT_S3_TIMEOUT,
+            timeout: defaults::S3_TIMEOUT,
         }
     }
 }
@@ -673,7 +670,7 @@ fn s3_settings(get: &impl Fn(&str, &[&str]) -> Option<Raw>) -> Result<S3Settings
             },
             timeout: match get("s3_timeout", &["s3_timeout"]) {
                 Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 3600.0))?,
-                None => DEFAULT_S3_TIMEOUT,
+                None => defaults::S3_TIMEOUT,
             },
         },
         format: match get("s3_format", &["s3_format"]) {
@@ -726,7 +723,7 @@ pub fn decode_connection(args: &DecodeArgs) -> Result<S3Connection, ConfigError>
             Some(v) => flag("s3-force-path-style", v).parse(parse::boolean)?,
             None => false,
         },
-        timeout: DEFAULT_S3_TIMEOUT,
+        timeout: defaults::S3_TIMEOUT,
     })
 }
 
