@@ -42,6 +42,8 @@ pub const LIST_PAGE_SIZE: u32 = 500;
 /// `--watch-timeout`: below kube-apiserver's minimum request timeout (1800 s), so the client
 /// decides when a watch is renewed, and a silently dead connection is noticed.
 pub const WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+/// `--s3-timeout`: one upload attempt; a hung endpoint is logged and counted this soon.
+pub const S3_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--enrich-labels` and `--enrich-annotations`: every key.
 pub const ENRICH_KEYS: &str = "*";
 /// `--enrich-max-bytes`: one `last-applied-configuration` can be hundreds of kilobytes.
@@ -93,6 +95,7 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("--file-fsync", code(&FILE_FSYNC)),
         ("--list-page-size", code(&LIST_PAGE_SIZE)),
         ("--watch-timeout", secs(WATCH_TIMEOUT)),
+        ("--s3-timeout", secs(S3_TIMEOUT)),
         ("--enrich-labels", code(&ENRICH_KEYS)),
         ("--enrich-annotations", code(&ENRICH_KEYS)),
         ("--enrich-max-bytes", code(&ENRICH_MAX_BYTES)),
