@@ -48,6 +48,7 @@ const KNOWN_KEYS: &[&str] = &[
     "enrich_cache_size",
     "enrich_concurrency",
     "watch_timeout",
+    "initial_list",
     // the Python kube-event-pipe's names, lower-cased
     "batch_count",
     "batch_duration_sec",

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, LogFormat, OutputFormat, ReplayInput, SinkConfig, SourceConfig};
+use super::{Config, InitialList, LogFormat, OutputFormat, ReplayInput, SinkConfig, SourceConfig};
 
 /// Names whose values are never logged, whatever they hold.
 const SECRET_WORDS: &[&str] = &[
@@ -95,6 +95,15 @@ impl fmt::Display for Redacted<'_> {
                 }
                 push("list_page_size", k.list_page_size.to_string());
                 push("watch_timeout", secs(k.watch_timeout));
+                push(
+                    "initial_list",
+                    match k.initial_list {
+                        InitialList::Auto => "auto",
+                        InitialList::Stream => "stream",
+                        InitialList::Paginate => "paginate",
+                    }
+                    .into(),
+                );
             }
             SourceConfig::Replay(input) => {
                 push("source", "replay".into());
