@@ -21,34 +21,7 @@ use tokio::time::Instant;
 
 use crate::encode::json::LineEncoder;
 use crate::encode::proto::ProtoEncoder;
-use crate::event::{EventRecord, OccurrenceKey, RawJson};
-
-/// An event accepted by the dedup stage, with the prior version of its object when the output
-/// format wants one.
-#[derive(Debug)]
-pub struct Accepted {
-    pub record: EventRecord,
-    pub prior: Option<RawJson>,
-    /// The `enrichment` object, when enrichment is on and found something.
-    pub enrichment: Option<Box<str>>,
-}
-
-/// Encoded lines and the occurrence keys they deliver.
-#[derive(Debug)]
-pub struct Batch {
-    /// Counts batches within one run, from 0; acks are matched on it.
-    pub seq: u64,
-    /// JSON lines, each with its newline: what stdout, the file and S3 (jsonl) get.
-    pub bytes: Vec<u8>,
-    /// Length-delimited protobuf records, only when an S3 sink writes protobuf (building them
-    /// parses every event, which the line sinks must not pay for).
-    pub records: Option<Vec<u8>>,
-    /// Keys to commit once every sink has the bytes. DELETED records (when emitted) have none.
-    pub keys: Vec<OccurrenceKey>,
-    pub events: usize,
-    /// When the batch's first event was accepted; it names the batch's S3 object.
-    pub opened_at: SystemTime,
-}
+use crate::flow::{Accepted, Batch};
 
 /// What closes a batch, whichever is reached first.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +157,7 @@ fn new_batch(seq: u64, max_events: usize, proto: bool) -> Batch {
 mod tests {
     use super::*;
     use crate::config::OutputFormat;
-    use crate::event::Change;
+    use crate::event::{Change, EventRecord};
 
     fn accepted(i: u64) -> Accepted {
         let json = format!(r#"{{"metadata":{{"name":"e{i}","namespace":"d"}}}}"#);

@@ -26,9 +26,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::batch::Accepted;
 use crate::config::EnrichConfig;
 use crate::event::EventRecord;
+use crate::flow::Accepted;
 use crate::metrics::{ENRICH_GETS, ENRICH_SKIPPED};
 
 /// An object an event names.
@@ -319,6 +319,12 @@ impl Enricher {
     }
 
     async fn fetch(&self, target: &ObjectRef, kind_key: &str) -> Result<Lookup, LookupError> {
+        // Asked again here, not only before the lookup was queued: a lookup queued while the
+        // first one was being refused runs after it (the cache runs one at a time per object,
+        // and a refusal is not cached), and must not GET again.
+        if self.is_forbidden(kind_key, &target.namespace) {
+            return Err(LookupError::Forbidden);
+        }
         let Some((resource, namespaced)) = self.resolve(target).await? else {
             // A kind the cluster does not serve (a CRD since removed): nothing to find.
             return Ok(Lookup::Missing);

@@ -1,9 +1,9 @@
 //! kube-event-pipe: delivers each Kubernetes Event occurrence once, with deduplication that
 //! survives restarts.
 //!
-//! Data flows one way: `source` → `event` (record and key) → `dedup` → `batch` → `sink`, and the
-//! sinks' acknowledgements flow back to `dedup` as commits. `pipeline` is the only module that
-//! wires the stages together.
+//! Data flows one way: `source` → `event` (record and key) → `dedup` → `enrich` → `batch` →
+//! `sink`, and the sinks' acknowledgements flow back to `dedup` as commits. The messages between
+//! the stages live in `flow`; `pipeline` is the only module that wires the stages together.
 
 pub mod batch;
 pub mod config;
@@ -11,7 +11,9 @@ pub mod dedup;
 pub mod encode;
 pub mod enrich;
 pub mod event;
+pub mod flow;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod scan;

@@ -19,6 +19,9 @@ pub const SINK_QUEUE_DEPTH: &str = "kube_event_pipe_sink_queue_depth";
 pub const BATCH_FLUSH_SECONDS: &str = "kube_event_pipe_batch_flush_seconds";
 pub const DEDUP_GENERATIONS: &str = "kube_event_pipe_dedup_generations";
 pub const DEDUP_FILL_RATIO: &str = "kube_event_pipe_dedup_fill_ratio";
+pub const DEDUP_ESTIMATED_FP_RATE: &str = "kube_event_pipe_dedup_estimated_fp_rate";
+pub const DEDUP_TARGET_FP_RATE: &str = "kube_event_pipe_dedup_target_fp_rate";
+pub const ACKS_PENDING: &str = "kube_event_pipe_acks_pending";
 pub const DEDUP_CORRUPT_FILES: &str = "kube_event_pipe_dedup_corrupt_files_total";
 pub const WATCH_RESTARTS: &str = "kube_event_pipe_watch_restarts_total";
 pub const LAST_EVENT_TIMESTAMP: &str = "kube_event_pipe_last_event_timestamp_seconds";
@@ -69,6 +72,21 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         DEDUP_FILL_RATIO,
         Kind::Gauge,
         "Fraction of bits set per filter generation (label generation, 0 = newest).",
+    ),
+    (
+        DEDUP_ESTIMATED_FP_RATE,
+        Kind::Gauge,
+        "Estimated false-positive rate of a check per filter generation, from its fill (label generation, 0 = newest).",
+    ),
+    (
+        DEDUP_TARGET_FP_RATE,
+        Kind::Gauge,
+        "The configured false-positive rate each filter generation is sized for.",
+    ),
+    (
+        ACKS_PENDING,
+        Kind::Gauge,
+        "Occurrences handed to the sinks that not every sink has acknowledged yet (not yet committed).",
     ),
     (
         DEDUP_CORRUPT_FILES,

@@ -106,7 +106,12 @@ fn the_operations_guide_lists_every_metric() {
 fn the_readme_links_every_doc() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    for name in ["architecture.md", "configuration.md", "operations.md"] {
+    for name in [
+        "architecture.md",
+        "configuration.md",
+        "operations.md",
+        "migrating.md",
+    ] {
         assert!(
             readme.contains(&format!("docs/{name}")),
             "README.md does not link docs/{name}"

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::DedupError;
@@ -13,7 +14,8 @@ use super::ring::is_generation_name;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GenerationReport {
     pub file: String,
-    pub created_at: Option<u64>,
+    /// When the generation was created, as an RFC 3339 UTC date (`2027-01-15T08:00:00Z`).
+    pub created_at: Option<String>,
     pub age_seconds: Option<u64>,
     pub inserted: Option<u64>,
     pub capacity: Option<u64>,
@@ -67,7 +69,7 @@ pub fn inspect(dir: &Path, now: SystemTime) -> Result<Vec<GenerationReport>, Ded
                     let h = view.header;
                     let fill = view.fill_ratio();
                     GenerationReport {
-                        created_at: Some(h.created_at),
+                        created_at: Some(utc_date(h.created_at)),
                         age_seconds: Some(now.saturating_sub(h.created_at)),
                         inserted: Some(h.inserted),
                         capacity: Some(h.capacity),
@@ -96,6 +98,15 @@ pub fn combined_fp_rate(rows: &[GenerationReport]) -> f64 {
         .product::<f64>()
 }
 
+/// Unix seconds as an RFC 3339 UTC date. A header's creation time is any 64-bit value a
+/// damaged file holds; one past the dates a calendar can print shows as the raw number.
+fn utc_date(unix_seconds: u64) -> String {
+    i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .map_or_else(|| format!("@{unix_seconds}"), |t| t.to_string())
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
@@ -114,7 +125,7 @@ pub fn render_table(rows: &[GenerationReport]) -> String {
     for r in rows {
         table.push([
             r.file.clone(),
-            opt(r.created_at),
+            r.created_at.clone().unwrap_or_else(|| "-".into()),
             r.age_seconds
                 .map_or_else(|| "-".into(), |s| format!("{}m{:02}s", s / 60, s % 60)),
             opt(r.inserted),
@@ -159,4 +170,16 @@ pub fn render_json(rows: &[GenerationReport]) -> String {
         "combined_fp_rate": combined_fp_rate(rows),
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_date;
+
+    #[test]
+    fn creation_times_print_as_utc_dates_and_impossible_ones_as_numbers() {
+        assert_eq!(utc_date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_date(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(utc_date(u64::MAX), format!("@{}", u64::MAX));
+    }
 }

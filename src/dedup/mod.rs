@@ -8,7 +8,9 @@ pub mod filter;
 pub mod header;
 pub mod inspect;
 pub mod ring;
+pub mod stage;
 pub mod store;
+pub mod watermark;
 
 use std::path::PathBuf;
 use std::sync::Mutex;

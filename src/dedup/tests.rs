@@ -226,14 +226,18 @@ fn inspect_reports_each_generation_and_marks_corrupt_ones() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].inserted, Some(100));
     assert_eq!(rows[0].age_seconds, Some(3600));
+    assert_eq!(rows[0].created_at.as_deref(), Some("2027-01-15T08:00:00Z"));
     assert_eq!(rows[0].state, "ok");
     assert!(rows[0].fill_ratio.unwrap() > 0.0);
     assert!(rows[1].state.starts_with("corrupt: "), "{}", rows[1].state);
     let table = render_table(&rows);
     assert!(table.starts_with("FILE"), "{table}");
     assert!(table.contains("60m00s"));
+    assert!(table.contains("  2027-01-15T08:00:00Z  "), "{table}");
+    assert!(!table.contains(" 1800000000 "), "{table}");
     let json: serde_json::Value = serde_json::from_str(&render_json(&rows)).unwrap();
     assert_eq!(json["generations"][0]["inserted"], 100);
+    assert_eq!(json["generations"][0]["created_at"], "2027-01-15T08:00:00Z");
     // inspect changed nothing: the corrupt file is still in place.
     assert_eq!(generation_files(dir.path()), files);
 }

@@ -14,7 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::info;
 
-use super::SinkError;
+use super::{DeliverBlocking, Failure, Sink, SinkContext, SinkError};
+use crate::flow::Batch;
+
+/// Opens the file sink for `path`; fails at once when the file cannot be created.
+pub fn open(path: &Path, fsync: bool, ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
+    let sink = FileSink::open(path, fsync, ctx.reopen.clone())?;
+    let name = format!("file {}", path.display());
+    Ok(Sink::from_blocking("file", "file", name, sink))
+}
 
 pub struct FileSink {
     path: PathBuf,
@@ -22,6 +30,20 @@ pub struct FileSink {
     identity: (u64, u64),
     fsync: bool,
     reopen_requested: Arc<AtomicBool>,
+    /// How much of the batch being written reached the file in earlier, failed attempts.
+    resume: Option<(u64, usize)>,
+}
+
+impl DeliverBlocking for FileSink {
+    fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Failure> {
+        let mut written = match self.resume {
+            Some((seq, n)) if seq == batch.seq => n,
+            _ => 0,
+        };
+        let result = self.write(&batch.bytes, &mut written);
+        self.resume = result.is_err().then_some((batch.seq, written));
+        result
+    }
 }
 
 impl FileSink {
@@ -31,13 +53,17 @@ impl FileSink {
         fsync: bool,
         reopen_requested: Arc<AtomicBool>,
     ) -> Result<Self, SinkError> {
-        let (file, identity) = open_append(path)?;
+        let (file, identity) = open_append(path).map_err(|source| SinkError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(FileSink {
             path: path.to_path_buf(),
             file,
             identity,
             fsync,
             reopen_requested,
+            resume: None,
         })
     }
 
@@ -47,7 +73,7 @@ impl FileSink {
 
     /// Appends `bytes`, made durable when fsync is on. `written` counts what already reached the
     /// file from an earlier, failed attempt, so a retry does not write those bytes twice.
-    pub fn write(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), SinkError> {
+    pub fn write(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), Failure> {
         self.follow_rotation()?;
         while *written < bytes.len() {
             match self.file.write(&bytes[*written..]) {
@@ -64,7 +90,7 @@ impl FileSink {
     }
 
     /// Reopens when asked by SIGHUP, or when the path no longer names the open file.
-    fn follow_rotation(&mut self) -> Result<(), SinkError> {
+    fn follow_rotation(&mut self) -> Result<(), Failure> {
         let reason = if self.reopen_requested.swap(false, Ordering::AcqRel) {
             Some("SIGHUP")
         } else {
@@ -77,7 +103,7 @@ impl FileSink {
             }
         };
         if let Some(reason) = reason {
-            let (file, identity) = open_append(&self.path)?;
+            let (file, identity) = open_append(&self.path).map_err(|e| self.io_error(e))?;
             // The old file needs no sync: with fsync on, every acknowledged batch already is.
             self.file = file;
             self.identity = identity;
@@ -86,26 +112,21 @@ impl FileSink {
         Ok(())
     }
 
-    fn io_error(&self, source: std::io::Error) -> SinkError {
-        SinkError::Write {
-            sink: format!("file {}", self.path.display()),
-            source,
-        }
+    fn io_error(&self, source: std::io::Error) -> Failure {
+        Failure::io(
+            &format!("writing to file {} failed", self.path.display()),
+            &source,
+        )
     }
 }
 
-fn open_append(path: &Path) -> Result<(File, (u64, u64)), SinkError> {
-    let open_error = |source| SinkError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
+fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o644)
-        .open(path)
-        .map_err(open_error)?;
-    let meta = file.metadata().map_err(open_error)?;
+        .open(path)?;
+    let meta = file.metadata()?;
     Ok((file, (meta.dev(), meta.ino())))
 }
 

@@ -1,39 +1,46 @@
 //! Sinks: where encoded batches go, and the acknowledgements that let the pipe commit them.
 //!
-//! Every sink has its own bounded queue of batches (shared as `Arc<Batch>`, so a batch's bytes
-//! exist once however many sinks hold it) and its own worker: line sinks do blocking I/O (write,
-//! fdatasync) on a thread each; the S3 sink is a task on the async runtime. Each worker
-//! acknowledges a batch when it has it durably; the dedup stage counts the acks per batch and
-//! commits the batch's keys when every sink has acknowledged it. A sink that fails keeps
-//! retrying the same batch, its queue fills, and the batcher waits: the others run ahead by at
-//! most their queue bound, then the whole pipe pauses (backpressure up to the source).
+//! Every sink has the same shape: [`open`] builds it from its `SinkConfig` (nothing here or in
+//! the pipeline names a particular sink beyond that one match), and [`Sink::start`] registers
+//! its health and runs its worker on its own bounded queue of batches (shared as `Arc<Batch>`,
+//! so a batch's bytes exist once however many sinks hold it). A worker acknowledges each batch,
+//! in order, once it has it durably; the dedup stage counts the acks per batch and commits the
+//! batch's keys when every sink has acknowledged it.
+//!
+//! Most sinks deliver one batch at a time and implement [`Deliver`] (on the runtime) or
+//! [`DeliverBlocking`] (blocking I/O, on a thread); the shared drivers retry them under the one
+//! [`retry::Policy`] and acknowledge. A sink whose acknowledgements do not follow its writes
+//! one to one runs its own loop over [`SinkIo`] with the same policy.
+//!
+//! A sink that fails keeps retrying the same batch, its queue fills, and the batcher waits: the
+//! others run ahead by at most their queue bound, then the whole pipe pauses (backpressure up to
+//! the source).
 
 pub mod file;
+pub mod retry;
 pub mod s3;
 pub mod stdout;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use backon::{BlockingRetryable, ExponentialBuilder};
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
 
-use crate::batch::Batch;
-use crate::config::SinkConfig;
-use file::FileSink;
-use stdout::StdoutSink;
+use crate::config::{Config, SinkConfig};
+use crate::flow::{Batch, BatchAck};
+pub use retry::{Failure, MAX_RETRY_DELAY, Next, Policy, retry_backoff};
 
 /// Batches queued per sink, beside the one its worker is writing. Four lets a fast sink run
 /// four batches ahead of a slow one before the pipe pauses, and keeps the events in flight (and
 /// so the duplicates a crash can cause) small: see the bounds in `pipeline.rs`.
 pub const SINK_QUEUE: usize = 4;
 
-/// Sink failures. `Write` is retried (a full disk may be freed); `Closed` ends the pipe quietly;
-/// `Open`, `Thread` and `S3` at startup are fatal and name what failed.
+/// Failures to open or start a sink. Not retryable: each names what to fix. Failures while
+/// running are [`Failure`]s, which the sink retries.
 #[derive(Debug, Error)]
 pub enum SinkError {
     #[error(
@@ -43,39 +50,10 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("writing to {sink} failed: {source}")]
-    Write {
-        sink: String,
-        source: std::io::Error,
-    },
-    #[error("stdout was closed by its reader")]
-    Closed,
     #[error("cannot start the sink thread: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
     S3(#[from] s3::S3Error),
-}
-
-/// The longest pause between retries of a failing sink: long enough not to spin on a full disk,
-/// short enough that recovery is noticed promptly.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-
-/// The backoff every sink retries with: 100 ms doubling to [`MAX_RETRY_DELAY`], with jitter so
-/// that replicas of a fleet do not retry against a recovering store in lockstep.
-pub fn retry_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(MAX_RETRY_DELAY)
-        .with_jitter()
-        .without_max_times()
-}
-
-/// One sink has a batch durably.
-#[derive(Debug)]
-pub struct BatchAck {
-    /// The sink's index in the configured list.
-    pub sink: usize,
-    pub batch: Arc<Batch>,
 }
 
 /// Whether one sink currently accepts writes, for `/readyz` and the logs.
@@ -136,15 +114,6 @@ impl SinkHealth {
     }
 }
 
-/// The metric label of a sink: its kind, so series stay few and stable.
-pub fn metric_label(config: &SinkConfig) -> &'static str {
-    match config {
-        SinkConfig::Stdout => "stdout",
-        SinkConfig::File { .. } => "file",
-        SinkConfig::S3 => "s3",
-    }
-}
-
 /// Metrics every sink records, under one naming scheme (`kube_event_pipe_sink_*`).
 pub(crate) mod telemetry {
     use std::time::Duration;
@@ -165,48 +134,163 @@ pub(crate) mod telemetry {
     }
 }
 
-/// One configured line sink.
-pub enum LineSink {
-    Stdout(StdoutSink),
-    File(FileSink),
+/// What a sink is opened with: the whole configuration (the sink's own settings, the output
+/// format, the persistence directory for its state files), the SIGHUP flag, and the cluster's
+/// client when the source watches one.
+pub struct SinkContext<'a> {
+    pub config: &'a Config,
+    /// Raised by SIGHUP; sinks that write files reopen them.
+    pub reopen: &'a Arc<AtomicBool>,
+    pub kube: Option<&'a kube::Client>,
 }
 
-impl LineSink {
-    /// Opens a stdout or file sink; `None` for S3, which the pipeline connects itself.
-    pub fn open(
-        config: &SinkConfig,
-        reopen_requested: &Arc<AtomicBool>,
-    ) -> Result<Option<Self>, SinkError> {
-        Ok(match config {
-            SinkConfig::Stdout => Some(LineSink::Stdout(StdoutSink)),
-            SinkConfig::File { path, fsync } => Some(LineSink::File(FileSink::open(
-                path,
-                *fsync,
-                reopen_requested.clone(),
-            )?)),
-            SinkConfig::S3 => None,
+/// Opens the sink `config` names. Configuration problems and unreachable setup (a file that
+/// cannot be created, a state file that cannot be read) fail here, before the pipe runs.
+pub async fn open(config: &SinkConfig, ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
+    match config {
+        SinkConfig::Stdout => Ok(stdout::open()),
+        SinkConfig::File { path, fsync } => file::open(path, *fsync, ctx),
+        SinkConfig::S3 => s3::open(ctx).await,
+    }
+}
+
+/// Delivers one batch at a time on the async runtime; the shared driver retries and acks.
+pub trait Deliver: Send + 'static {
+    /// Delivers `batch` durably; `Ok` means it may be acknowledged. Called again with the same
+    /// batch after a failure.
+    fn deliver(&mut self, batch: &Arc<Batch>) -> impl Future<Output = Result<(), Failure>> + Send;
+}
+
+/// Delivers one batch at a time with blocking I/O, on a thread of its own.
+pub trait DeliverBlocking: Send + 'static {
+    fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Failure>;
+}
+
+/// Where a sink worker sends its acknowledgements.
+pub struct Acks {
+    sink: usize,
+    tx: mpsc::UnboundedSender<BatchAck>,
+}
+
+impl Acks {
+    /// Acknowledges `batch`; false when the pipeline no longer listens (a forced shutdown).
+    /// A sink acknowledges its batches in the order it received them.
+    pub fn ack(&self, batch: Arc<Batch>) -> bool {
+        self.tx
+            .send(BatchAck {
+                sink: self.sink,
+                batch,
+            })
+            .is_ok()
+    }
+}
+
+/// What a running sink worker is given: its queue, where its acks go, and its retry policy
+/// (which also holds its health and metrics).
+pub struct SinkIo {
+    pub queue: mpsc::Receiver<Arc<Batch>>,
+    pub acks: Acks,
+    pub policy: Policy,
+}
+
+type Start = Box<dyn FnOnce(SinkIo) -> Result<Worker, SinkError> + Send>;
+
+/// An opened sink, ready to start.
+pub struct Sink {
+    name: String,
+    title: &'static str,
+    label: &'static str,
+    protobuf: bool,
+    start: Start,
+}
+
+impl Sink {
+    /// A sink that delivers one batch at a time on the runtime, driven by [`run_async`].
+    pub fn from_async<D: Deliver>(
+        title: &'static str,
+        label: &'static str,
+        name: String,
+        d: D,
+    ) -> Self {
+        Self::custom(title, label, name, move |io| {
+            Ok(Worker::Task(tokio::spawn(run_async(d, io))))
         })
     }
 
-    pub fn name(&self) -> String {
-        match self {
-            LineSink::Stdout(_) => "stdout".into(),
-            LineSink::File(f) => format!("file {}", f.path().display()),
+    /// A sink that delivers one batch at a time with blocking I/O on its own thread.
+    pub fn from_blocking<D: DeliverBlocking>(
+        title: &'static str,
+        label: &'static str,
+        name: String,
+        d: D,
+    ) -> Self {
+        Self::custom(title, label, name, move |io| {
+            std::thread::Builder::new()
+                .name(format!("sink-{label}"))
+                .spawn(move || run_blocking(d, io))
+                .map(Worker::Thread)
+                .map_err(SinkError::Thread)
+        })
+    }
+
+    /// A sink with its own worker loop (acks that do not follow each delivery one to one).
+    pub fn custom(
+        title: &'static str,
+        label: &'static str,
+        name: String,
+        start: impl FnOnce(SinkIo) -> Result<Worker, SinkError> + Send + 'static,
+    ) -> Self {
+        Sink {
+            name,
+            title,
+            label,
+            protobuf: false,
+            start: Box::new(start),
         }
     }
 
-    fn label(&self) -> &'static str {
-        match self {
-            LineSink::Stdout(_) => "stdout",
-            LineSink::File(_) => "file",
-        }
+    /// The batches this sink gets carry protobuf records as well as lines.
+    pub fn with_protobuf(mut self) -> Self {
+        self.protobuf = true;
+        self
     }
 
-    fn write(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), SinkError> {
-        match self {
-            LineSink::Stdout(s) => s.write(bytes, written),
-            LineSink::File(f) => f.write(bytes, written),
-        }
+    /// Its health name ("file /var/log/events.jsonl", "s3 bucket archive").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its metric label ("file", "s3").
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+
+    pub fn wants_protobuf(&self) -> bool {
+        self.protobuf
+    }
+
+    /// Starts the worker: it takes batches from `queue` and acknowledges each on `acks` once
+    /// it has it durably, as sink number `index`. The sink registers its health in `health`.
+    ///
+    /// `acks` is unbounded on purpose: the dedup stage may be blocked sending into the pipe
+    /// while an ack is due, and the acks outstanding are bounded by the sink queues anyway.
+    pub fn start(
+        self,
+        index: usize,
+        queue: mpsc::Receiver<Arc<Batch>>,
+        acks: mpsc::UnboundedSender<BatchAck>,
+        health: &SinkHealth,
+    ) -> Result<Worker, SinkError> {
+        let state = health.register(&self.name);
+        let io = SinkIo {
+            queue,
+            acks: Acks {
+                sink: index,
+                tx: acks,
+            },
+            policy: Policy::new(self.title, self.name, self.label, state),
+        };
+        (self.start)(io)
     }
 }
 
@@ -238,67 +322,50 @@ impl Worker {
     }
 }
 
-/// Starts a line sink's thread: it writes each batch of `queue`, retrying failed writes with
-/// capped exponential backoff, and acknowledges it on `acks`.
-///
-/// `acks` is unbounded on purpose: the dedup stage may be blocked sending into the pipe while
-/// an ack is due, and the acks outstanding are bounded by the sink queues anyway.
-pub fn spawn_line(
-    mut sink: LineSink,
-    index: usize,
-    mut queue: mpsc::Receiver<Arc<Batch>>,
-    acks: mpsc::UnboundedSender<BatchAck>,
-    state: Arc<SinkState>,
-) -> Result<Worker, SinkError> {
-    let thread_name = format!("sink-{}", sink.label());
-    std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || {
-            let label = sink.label();
-            while let Some(batch) = queue.blocking_recv() {
-                telemetry::queue_depth(label, queue.len());
-                let started = Instant::now();
-                if let Err(SinkError::Closed) = deliver(&mut sink, &batch.bytes, &state) {
-                    return SinkEnd::StdoutClosed;
-                }
-                telemetry::delivered(label, batch.events, started.elapsed());
-                if acks.send(BatchAck { sink: index, batch }).is_err() {
-                    // The pipeline stopped listening (forced shutdown): nothing left to report to.
-                    break;
-                }
+/// The worker of a [`Deliver`] sink: each batch until it is delivered, then its ack.
+pub async fn run_async<D: Deliver>(mut sink: D, mut io: SinkIo) -> SinkEnd {
+    while let Some(batch) = io.queue.recv().await {
+        io.policy.queue_depth(io.queue.len());
+        let started = Instant::now();
+        loop {
+            match sink.deliver(&batch).await {
+                Ok(()) => break,
+                Err(failure) => match io.policy.failed(&failure) {
+                    Next::RetryIn(delay) => tokio::time::sleep(delay).await,
+                    Next::Stop => return SinkEnd::StdoutClosed,
+                },
             }
-            SinkEnd::Drained
-        })
-        .map(Worker::Thread)
-        .map_err(SinkError::Thread)
+        }
+        io.policy.succeeded();
+        io.policy.delivered(batch.events, started.elapsed());
+        if !io.acks.ack(batch) {
+            break;
+        }
+    }
+    SinkEnd::Drained
 }
 
-/// Writes one batch to one sink, retrying until it succeeds or stdout is closed. A failing sink
-/// is logged when it starts failing and when it recovers, not on every attempt.
-fn deliver(sink: &mut LineSink, bytes: &[u8], state: &SinkState) -> Result<(), SinkError> {
-    let mut written = 0;
-    let mut failures = 0u64;
-    let name = sink.name();
-    let label = sink.label();
-    let result = (|| sink.write(bytes, &mut written))
-        .retry(retry_backoff())
-        .sleep(std::thread::sleep)
-        .when(|e| !matches!(e, SinkError::Closed))
-        .notify(|e, delay| {
-            failures += 1;
-            telemetry::error(label);
-            if failures == 1 {
-                state.set_failing(true);
-                warn!(sink = %name, error = %e, "sink failing; retrying with backoff until it recovers");
+/// The worker of a [`DeliverBlocking`] sink, on its own thread.
+pub fn run_blocking<D: DeliverBlocking>(mut sink: D, mut io: SinkIo) -> SinkEnd {
+    while let Some(batch) = io.queue.blocking_recv() {
+        io.policy.queue_depth(io.queue.len());
+        let started = Instant::now();
+        loop {
+            match sink.deliver(&batch) {
+                Ok(()) => break,
+                Err(failure) => match io.policy.failed(&failure) {
+                    Next::RetryIn(delay) => std::thread::sleep(delay),
+                    Next::Stop => return SinkEnd::StdoutClosed,
+                },
             }
-            tracing::debug!(sink = %name, error = %e, ?delay, attempt = failures, "sink retry");
-        })
-        .call();
-    if result.is_ok() && failures > 0 {
-        state.set_failing(false);
-        info!(sink = %name, failures, "sink recovered");
+        }
+        io.policy.succeeded();
+        io.policy.delivered(batch.events, started.elapsed());
+        if !io.acks.ack(batch) {
+            break;
+        }
     }
-    result
+    SinkEnd::Drained
 }
 
 #[cfg(test)]

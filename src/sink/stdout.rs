@@ -2,27 +2,54 @@
 
 use std::io::Write;
 
-use super::SinkError;
+use super::{DeliverBlocking, Failure, Sink};
+use std::sync::Arc;
+
+use crate::flow::Batch;
+
+pub fn open() -> Sink {
+    Sink::from_blocking("stdout", "stdout", "stdout".into(), StdoutSink::default())
+}
 
 #[derive(Default)]
-pub struct StdoutSink;
+pub struct StdoutSink {
+    /// How much of the batch being written reached stdout in earlier, failed attempts.
+    resume: Option<(u64, usize)>,
+}
 
-impl StdoutSink {
-    /// Writes and flushes `bytes`. A closed pipe (`| head`, a log agent that went away) is
-    /// reported as `SinkError::Closed` so the pipe can end quietly.
-    pub fn write(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), SinkError> {
+impl DeliverBlocking for StdoutSink {
+    /// Writes and flushes the batch. A closed pipe (`| head`, a log agent that went away) is
+    /// [`Failure::Closed`], so the pipe ends quietly.
+    fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Failure> {
+        let mut written = match self.resume {
+            Some((seq, n)) if seq == batch.seq => n,
+            _ => 0,
+        };
         let mut out = std::io::stdout().lock();
-        let result = out.write_all(&bytes[*written..]).and_then(|()| out.flush());
+        let mut result = Ok(());
+        while written < batch.bytes.len() {
+            match out.write(&batch.bytes[written..]) {
+                Ok(0) => {
+                    result = Err(std::io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| out.flush());
+        self.resume = Some((batch.seq, written));
         match result {
             Ok(()) => {
-                *written = bytes.len();
+                self.resume = None;
                 Ok(())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(SinkError::Closed),
-            Err(source) => Err(SinkError::Write {
-                sink: "stdout".into(),
-                source,
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Closed),
+            Err(e) => Err(Failure::io("writing to stdout failed", &e)),
         }
     }
 }

@@ -24,9 +24,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{SourceError, SourceHealth, SourceMsg};
+use super::{SourceError, SourceHealth};
 use crate::config::{InitialList, KubeConfig};
 use crate::event::{Change, EventError, EventRecord};
+use crate::flow::SourceMsg;
 use crate::scan;
 
 /// Records per hand-off, as the replay source: a page or a burst of watch lines is split into
@@ -53,18 +54,19 @@ const INITIAL_EVENTS_END: &str = "\"k8s.io/initial-events-end\":\"true\"";
 /// Where the RBAC for the source lives, for the message of a 403.
 const RBAC_HINT: &str = "grant get, list and watch on events (deploy/kustomize/base/rbac.yaml)";
 
-/// Connects, checks that the identity may list events in every scope, then starts one watcher
-/// per scope. Returns once the watchers run; they stop when `tx`'s receiver is dropped.
+/// Checks that the identity may list events in every scope, then starts one watcher per scope.
+/// Returns once the watchers run; they stop when `tx`'s receiver is dropped.
 ///
-/// Fails fast (before any event is read) when the kubeconfig is unusable, the API server
-/// cannot be reached, or the identity may not list events. A watch refused at startup is
+/// Fails fast (before any event is read) when the API server cannot be reached or the
+/// identity may not list events. A watch refused at startup is
 /// reported later through `tx` as [`SourceMsg::Failed`], after the list already handed over.
 pub async fn start(
     config: &KubeConfig,
+    cluster: &Cluster,
     tx: mpsc::Sender<SourceMsg>,
     health: Arc<SourceHealth>,
 ) -> Result<(), SourceError> {
-    let (client, url) = connect(config).await?;
+    let Cluster { client, url } = cluster.clone();
     let scopes: Vec<Scope> = if config.namespaces.is_empty() {
         vec![Scope(None)]
     } else {
@@ -107,10 +109,9 @@ pub async fn start(
 /// The kube-system namespace's UID: a stable id of the cluster, used to name the S3 stream when
 /// no `--uid` is given. `None` when it cannot be read within a few seconds (no RBAC to get
 /// namespaces, an unreachable API server); the caller then falls back to a stored UUID.
-pub async fn cluster_uid(config: &KubeConfig) -> Option<String> {
+pub async fn cluster_uid(client: &Client) -> Option<String> {
     let lookup = async {
-        let (client, _) = connect(config).await.ok()?;
-        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
         api.get("kube-system").await.ok()?.metadata.uid
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), lookup)
@@ -119,14 +120,23 @@ pub async fn cluster_uid(config: &KubeConfig) -> Option<String> {
         .flatten()
 }
 
+/// One connection to the API server, shared by the source, enrichment and the S3 sink's
+/// stream id lookup (one client: one connection pool, one token refresh).
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    /// The API server's URL, for messages.
+    pub url: Arc<str>,
+}
+
 /// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
-/// service account, in that order, and the API server's URL for messages.
-pub(crate) async fn connect(config: &KubeConfig) -> Result<(Client, Arc<str>), SourceError> {
+/// service account, in that order. Fails when the kubeconfig is unusable.
+pub async fn connect(config: &KubeConfig) -> Result<Cluster, SourceError> {
     let kube_config = load_config(config).await?;
     let url: Arc<str> = kube_config.cluster_url.to_string().into();
     let client =
         Client::try_from(kube_config).map_err(|e| SourceError::KubeConfig(e.to_string()))?;
-    Ok((client, url))
+    Ok(Cluster { client, url })
 }
 
 async fn load_config(config: &KubeConfig) -> Result<kube::Config, SourceError> {

@@ -1,4 +1,5 @@
-//! Where events come from. Every source feeds one bounded channel of [`SourceMsg`]s.
+//! Where events come from. Every source feeds one bounded channel of
+//! [`SourceMsg`](crate::flow::SourceMsg)s.
 
 pub mod kube;
 pub mod replay;
@@ -9,22 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
-
-use crate::event::EventRecord;
-
-/// Records handed from a source to the pipeline in one channel message.
-pub type SourceBatch = Vec<EventRecord>;
-
-/// What a source tells the pipeline, in order.
-#[derive(Debug)]
-pub enum SourceMsg {
-    Records(SourceBatch),
-    /// Every record of the first complete list has been sent; once they are delivered the
-    /// pipe is ready.
-    InitialListSent,
-    /// The source cannot go on; the pipeline delivers what it has and stops with this error.
-    Failed(SourceError),
-}
 
 /// The source's state as the operations surface reports it (`/readyz`, `/healthz`).
 #[derive(Debug, Default)]

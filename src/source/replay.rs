@@ -12,10 +12,11 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::SourceError;
 use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
-use super::{SourceBatch, SourceError, SourceMsg};
 use crate::config::ReplayInput;
 use crate::event::{Change, EventRecord};
+use crate::flow::{SourceBatch, SourceMsg};
 
 /// Records are handed over in small batches to spread the channel's cost, but a batch is sent
 /// as soon as the reader would block, so a slow live stream is not held back.

@@ -225,6 +225,12 @@ struct Store {
     visible: Option<Vec<(u64, std::time::Instant)>>,
     watch_list: WatchList,
     stats: Stats,
+    /// `coordination.k8s.io/v1` Leases by (namespace, name), each with its resourceVersion.
+    leases: HashMap<(String, String), (u64, Value)>,
+    /// The last resourceVersion given to a Lease write.
+    lease_rv: u64,
+    /// Lease writes answered 409 Conflict, by the resourceVersion they carried being stale.
+    lease_conflicts: u64,
 }
 
 impl Store {
@@ -541,6 +547,10 @@ async fn handle(
     let Some(user) = user_of(&req) else {
         return Ok(status(401, "Unauthorized", "Unauthorized"));
     };
+    if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
+        let rest = rest.to_string();
+        return Ok(lease_request(&inner, req, &rest, user).await);
+    }
     let q = query(&req);
     let response = match path.trim_end_matches('/') {
         "/version" => json_response(
@@ -648,6 +658,113 @@ async fn handle(
         }
     };
     Ok(response)
+}
+
+/// Leases with the real optimistic concurrency: a create of an existing name is 409
+/// AlreadyExists, an update whose `metadata.resourceVersion` is not the current one is 409
+/// Conflict, and every write gets a new resourceVersion.
+async fn lease_request(
+    inner: &Inner,
+    req: Request<hyper::body::Incoming>,
+    rest: &str,
+    user: &str,
+) -> Response<Body> {
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let (namespace, name) = match parts.as_slice() {
+        [ns, "leases"] => (ns.to_string(), None),
+        [ns, "leases", name] => (ns.to_string(), Some(name.to_string())),
+        _ => {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+    };
+    let method = req.method().clone();
+    let verb = match method.as_str() {
+        "GET" => "get",
+        "POST" => "create",
+        _ => "update",
+    };
+    if inner.store().forbidden_resources.contains("leases") {
+        return status(
+            403,
+            "Forbidden",
+            &format!(
+                "leases.coordination.k8s.io is forbidden: User \"{user}\" cannot {verb} resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"{namespace}\""
+            ),
+        );
+    }
+    let body = match axum::body::to_bytes(Body::new(req.into_body()), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => return status(400, "BadRequest", &e.to_string()),
+    };
+    let mut s = inner.store();
+    let not_found = |name: &str| {
+        status(
+            404,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        )
+    };
+    match (method.as_str(), name) {
+        ("GET", Some(name)) => match s.leases.get(&(namespace, name.clone())) {
+            Some((_, lease)) => json_response(lease.to_string()),
+            None => not_found(&name),
+        },
+        ("POST", None) | ("PUT", Some(_)) => {
+            let Ok(mut lease) = serde_json::from_slice::<Value>(&body) else {
+                return status(400, "BadRequest", "the body is not a Lease");
+            };
+            let Some(name) = lease["metadata"]["name"].as_str().map(str::to_string) else {
+                return status(422, "Invalid", "metadata.name: Required value");
+            };
+            let key = (namespace.clone(), name.clone());
+            let existing = s.leases.get(&key).map(|(rv, _)| *rv);
+            match (method.as_str(), existing) {
+                ("POST", Some(_)) => {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                    );
+                }
+                ("PUT", None) => return not_found(&name),
+                ("PUT", Some(rv))
+                    if lease["metadata"]["resourceVersion"].as_str()
+                        != Some(rv.to_string().as_str()) =>
+                {
+                    s.lease_conflicts += 1;
+                    return status(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                        ),
+                    );
+                }
+                _ => {}
+            }
+            s.lease_rv += 1;
+            let rv = s.lease_rv;
+            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+            lease["kind"] = json!("Lease");
+            lease["metadata"]["namespace"] = json!(namespace);
+            lease["metadata"]["resourceVersion"] = json!(rv.to_string());
+            s.leases.insert(key, (rv, lease.clone()));
+            let mut response = json_response(lease.to_string());
+            if method == hyper::Method::POST {
+                *response.status_mut() = hyper::StatusCode::CREATED;
+            }
+            response
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method",
+        ),
+    }
 }
 
 fn list_response(inner: &Inner, q: &HashMap<String, String>, sel: &Selector) -> Response<Body> {
@@ -1095,6 +1212,9 @@ impl ApiServer {
                 visible: None,
                 watch_list: WatchList::On,
                 stats: Stats::default(),
+                leases: HashMap::new(),
+                lease_rv: 0,
+                lease_conflicts: 0,
             }),
             head_tx: watch::channel(1).0,
             drop_tx: watch::channel(0).0,
@@ -1405,6 +1525,19 @@ impl ApiServer {
     /// How streaming lists are answered from now on (default [`WatchList::On`]).
     pub fn set_watch_list(&self, mode: WatchList) {
         self.inner.store().watch_list = mode;
+    }
+
+    /// The Lease `namespace/name` as stored, if any.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        let s = self.inner.store();
+        s.leases
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Lease updates refused with 409 Conflict so far.
+    pub fn lease_conflicts(&self) -> u64 {
+        self.inner.store().lease_conflicts
     }
 
     pub fn stats(&self) -> Stats {

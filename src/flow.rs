@@ -1,0 +1,70 @@
+//! The messages that pass between stages, in the order the data flows: a source hands
+//! `SourceMsg`s to the dedup stage, which hands `Accepted` events (through enrichment) to the
+//! batcher, which hands `Batch`es to every sink, which hand `BatchAck`s back to the dedup stage.
+//!
+//! They live here, not in the stage that makes them, so that no stage imports a later one.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::event::{EventRecord, OccurrenceKey, RawJson};
+use crate::source::SourceError;
+
+/// Records handed from a source to the pipeline in one channel message.
+pub type SourceBatch = Vec<EventRecord>;
+
+/// What a source tells the pipeline, in order.
+#[derive(Debug)]
+pub enum SourceMsg {
+    Records(SourceBatch),
+    /// Every record of the first complete list has been sent; once they are delivered the
+    /// pipe is ready.
+    InitialListSent,
+    /// The source cannot go on; the pipeline delivers what it has and stops with this error.
+    Failed(SourceError),
+}
+
+/// An event accepted by the dedup stage, with the prior version of its object when the output
+/// format wants one.
+#[derive(Debug)]
+pub struct Accepted {
+    pub record: EventRecord,
+    pub prior: Option<RawJson>,
+    /// The `enrichment` object, when enrichment is on and found something.
+    pub enrichment: Option<Box<str>>,
+}
+
+/// Encoded lines and the occurrence keys they deliver.
+#[derive(Debug)]
+pub struct Batch {
+    /// Counts batches within one run, from 0; acks are matched on it.
+    pub seq: u64,
+    /// JSON lines, each with its newline: what stdout and the file get, and what every other
+    /// sink turns into its own records.
+    pub bytes: Vec<u8>,
+    /// Length-delimited protobuf records, only when a sink asked for them (building them
+    /// parses every event, which the line sinks must not pay for).
+    pub records: Option<Vec<u8>>,
+    /// Keys to commit once every sink has the bytes. DELETED records (when emitted) have none.
+    pub keys: Vec<OccurrenceKey>,
+    pub events: usize,
+    /// When the batch's first event was accepted; it names the batch's S3 object.
+    pub opened_at: SystemTime,
+}
+
+impl Batch {
+    /// The batch's lines, without their newlines.
+    pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+    }
+}
+
+/// One sink has a batch durably.
+#[derive(Debug)]
+pub struct BatchAck {
+    /// The sink's index in the configured list.
+    pub sink: usize,
+    pub batch: Arc<Batch>,
+}

@@ -1,0 +1,253 @@
+//! One retry-and-log-once policy for every sink.
+//!
+//! A sink that fails keeps the same batch and tries again: transient failures (a full disk, a
+//! store or broker that is down, a 5xx or 429) after a capped exponential backoff, or after the
+//! delay the peer asked for; failures the peer will repeat until an operator acts (a 403, a
+//! missing bucket or topic) on a slow timer, logged at ERROR, because the fix (a secret, a
+//! policy) is applied without restarting the pod and the upload is expected to go on. Either
+//! way the sink is logged once when it starts failing or the kind of failure changes, once when
+//! it recovers, every failed attempt is counted, and the sink's health says it is failing, so
+//! `/readyz` does too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tracing::{debug, error, info, warn};
+
+use super::{SinkState, telemetry};
+
+/// The longest pause between retries of a failing sink, and the pause between attempts at a
+/// refused one: long enough not to spin against a full disk or a wrong credential, short enough
+/// that a recovery is noticed promptly.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// The backoff every sink retries with: 100 ms doubling to [`MAX_RETRY_DELAY`], with jitter so
+/// that replicas of a fleet do not retry against a recovering store in lockstep.
+pub fn retry_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(MAX_RETRY_DELAY)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Why one attempt at a batch failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Worth retrying soon: timeouts, connection errors, 5xx, 429, a full disk, a broker that is
+    /// down. Retried with the backoff, waiting at least `retry_after` when the peer asked.
+    Retry {
+        /// A short, stable name of the failure ("503", "transport", "No space left on device"):
+        /// a log line is written when it changes, not on every attempt.
+        kind: String,
+        /// What failed and what to do about it.
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The peer refuses this for good until someone changes something (a 403, a 400, a missing
+    /// bucket or topic). Logged at ERROR and retried every [`MAX_RETRY_DELAY`].
+    Refused { kind: String, error: String },
+    /// stdout's reader went away: not retried, the pipe winds down.
+    Closed,
+}
+
+impl Failure {
+    pub fn retry(kind: impl Into<String>, error: impl Into<String>) -> Self {
+        Failure::Retry {
+            kind: kind.into(),
+            error: error.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn refused(kind: impl Into<String>, error: impl Into<String>) -> Self {
+        Failure::Refused {
+            kind: kind.into(),
+            error: error.into(),
+        }
+    }
+
+    /// A transient failure from an I/O error, named by its kind.
+    pub fn io(context: &str, e: &std::io::Error) -> Self {
+        Failure::retry(e.kind().to_string(), format!("{context}: {e}"))
+    }
+}
+
+/// What a sink does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait this long, then try the same batch again.
+    RetryIn(Duration),
+    /// Give up on this batch: the sink's reader is gone.
+    Stop,
+}
+
+/// One sink's retry state: where it is in the backoff, and what it last logged.
+pub struct Policy {
+    /// The sink in log lines ("S3", "file", "Kafka").
+    title: &'static str,
+    /// The sink's health name ("file /var/log/events.jsonl"), also the `sink` log field.
+    name: String,
+    /// The metric label.
+    label: &'static str,
+    state: Arc<SinkState>,
+    builder: ExponentialBuilder,
+    backoff: ExponentialBackoff,
+    refused_delay: Duration,
+    /// The kind of the failure being retried, while failing.
+    failing: Option<String>,
+    attempts: u64,
+}
+
+impl Policy {
+    pub fn new(
+        title: &'static str,
+        name: String,
+        label: &'static str,
+        state: Arc<SinkState>,
+    ) -> Self {
+        let builder = retry_backoff();
+        Policy {
+            title,
+            name,
+            label,
+            state,
+            backoff: builder.build(),
+            builder,
+            refused_delay: MAX_RETRY_DELAY,
+            failing: None,
+            attempts: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+
+    /// True from the first failed attempt at a batch until an attempt succeeds.
+    pub fn is_failing(&self) -> bool {
+        self.failing.is_some()
+    }
+
+    /// Records a failed attempt and says what to do next.
+    pub fn failed(&mut self, failure: &Failure) -> Next {
+        let (kind, error, refused, retry_after) = match failure {
+            Failure::Closed => return Next::Stop,
+            Failure::Retry {
+                kind,
+                error,
+                retry_after,
+            } => (kind, error, false, *retry_after),
+            Failure::Refused { kind, error } => (kind, error, true, None),
+        };
+        self.attempts += 1;
+        telemetry::error(self.label);
+        if self.failing.as_deref() != Some(kind.as_str()) {
+            self.state.set_failing(true);
+            let (title, sink) = (self.title, &self.name);
+            if refused {
+                error!(sink = %sink, error = %error, "{title} sink failing; retrying every {}s until it is fixed", self.refused_delay.as_secs());
+            } else {
+                warn!(sink = %sink, error = %error, "{title} sink failing; retrying with backoff until it recovers");
+            }
+            self.failing = Some(kind.clone());
+        }
+        let delay = if refused {
+            self.refused_delay
+        } else {
+            let backoff = self.backoff.next().unwrap_or(MAX_RETRY_DELAY);
+            retry_after.map_or(backoff, |asked| asked.max(backoff))
+        };
+        debug!(sink = %self.name, attempt = self.attempts, ?delay, "sink retry");
+        Next::RetryIn(delay)
+    }
+
+    /// Records a successful attempt: the end of an outage, if there was one.
+    pub fn succeeded(&mut self) {
+        if self.failing.take().is_some() {
+            self.state.set_failing(false);
+            info!(sink = %self.name, attempts = self.attempts, "{} sink recovered", self.title);
+            self.attempts = 0;
+            self.backoff = self.builder.build();
+        }
+    }
+
+    /// The sink's queue depth, for its gauge.
+    pub fn queue_depth(&self, depth: usize) {
+        telemetry::queue_depth(self.label, depth);
+    }
+
+    /// A batch is delivered: counts its events and how long it took.
+    pub fn delivered(&self, events: usize, took: Duration) {
+        telemetry::delivered(self.label, events, took);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkHealth;
+
+    fn policy() -> (Policy, Arc<SinkState>) {
+        let health = SinkHealth::default();
+        let state = health.register("test");
+        (
+            Policy::new("Test", "test".into(), "test", state.clone()),
+            state,
+        )
+    }
+
+    #[test]
+    fn a_failure_marks_the_sink_failing_until_an_attempt_succeeds() {
+        let (mut p, state) = policy();
+        assert!(!state.is_failing());
+        assert!(matches!(
+            p.failed(&Failure::retry("503", "down")),
+            Next::RetryIn(_)
+        ));
+        assert!(state.is_failing() && p.is_failing());
+        p.succeeded();
+        assert!(!state.is_failing() && !p.is_failing());
+    }
+
+    #[test]
+    fn refused_waits_the_slow_timer_and_retry_after_is_honoured() {
+        let (mut p, _) = policy();
+        assert_eq!(
+            p.failed(&Failure::refused("403", "no")),
+            Next::RetryIn(MAX_RETRY_DELAY)
+        );
+        let asked = Duration::from_secs(7);
+        let Next::RetryIn(wait) = p.failed(&Failure::Retry {
+            kind: "429".into(),
+            error: "slow down".into(),
+            retry_after: Some(asked),
+        }) else {
+            panic!("a 429 is retried");
+        };
+        assert!(wait >= asked, "{wait:?}");
+        assert_eq!(p.failed(&Failure::Closed), Next::Stop);
+    }
+
+    #[test]
+    fn the_backoff_starts_over_after_a_recovery() {
+        let (mut p, _) = policy();
+        let mut last = Duration::ZERO;
+        for _ in 0..8 {
+            if let Next::RetryIn(d) = p.failed(&Failure::retry("x", "x")) {
+                last = d;
+            }
+        }
+        assert!(last > Duration::from_secs(1), "{last:?}");
+        p.succeeded();
+        let Next::RetryIn(first) = p.failed(&Failure::retry("x", "x")) else {
+            panic!("retried");
+        };
+        assert!(first < Duration::from_secs(1), "{first:?}");
+    }
+}

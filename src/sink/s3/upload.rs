@@ -1,0 +1,175 @@
+//! The running S3 sink: one gzipped object per batch, one PUT, retried under the sinks' policy.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::PutObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use base64::Engine;
+use md5::{Digest, Md5};
+
+use super::layout::ObjectLayout;
+use crate::config::{ObjectFormat, S3Settings, Sse};
+use crate::encode::object::gzip;
+use std::sync::Arc;
+
+use crate::flow::Batch;
+use crate::sink::{Deliver, Failure};
+
+/// The running sink.
+pub struct S3Sink {
+    client: Client,
+    bucket: String,
+    layout: ObjectLayout,
+    storage_class: Option<String>,
+    sse: Option<Sse>,
+    /// The object of the batch being uploaded, kept across retries so a retry neither gzips
+    /// again nor changes the key.
+    prepared: Option<Prepared>,
+}
+
+struct Prepared {
+    seq: u64,
+    key: String,
+    body: Vec<u8>,
+    md5: String,
+    format: ObjectFormat,
+}
+
+impl S3Sink {
+    pub fn new(
+        client: Client,
+        settings: &S3Settings,
+        bucket: String,
+        layout: ObjectLayout,
+    ) -> Self {
+        S3Sink {
+            client,
+            bucket,
+            layout,
+            storage_class: settings.storage_class.clone(),
+            sse: settings.sse.clone(),
+            prepared: None,
+        }
+    }
+
+    async fn put(&self, object: &Prepared) -> Result<(), Failure> {
+        let Prepared {
+            key,
+            body,
+            md5,
+            format,
+            ..
+        } = object;
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .content_type(format.content_type())
+            .content_encoding("gzip")
+            .content_md5(md5);
+        if let Some(class) = &self.storage_class {
+            put = put.storage_class(StorageClass::from(class.as_str()));
+        }
+        match &self.sse {
+            Some(Sse::S3) => put = put.server_side_encryption(ServerSideEncryption::Aes256),
+            Some(Sse::Kms { key_id }) => {
+                put = put.server_side_encryption(ServerSideEncryption::AwsKms);
+                if let Some(id) = key_id {
+                    put = put.ssekms_key_id(id);
+                }
+            }
+            None => {}
+        }
+        put.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.bucket, key, e))
+    }
+}
+
+/// Sorts a failed PUT for the retry policy: transient failures retry with the backoff, a 403
+/// or another 4xx waits for an operator on the slow timer.
+fn classify(bucket: &str, key: &str, err: SdkError<PutObjectError, HttpResponse>) -> Failure {
+    let status = match &err {
+        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
+        _ => None,
+    };
+    let code = err.code().unwrap_or_default().to_owned();
+    let detail = DisplayErrorContext(&err).to_string();
+    let Some(status) = status else {
+        // Refused, reset and timed-out connections are one outage, logged once.
+        return Failure::retry(
+            "transport",
+            format!("S3 PUT s3://{bucket}/{key} failed: {detail}"),
+        );
+    };
+    let throttled = matches!(
+        code.as_str(),
+        "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "RequestTimeout"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
+    );
+    let kind = format!("{status} {code}");
+    let message = if status == 403 {
+        format!(
+            "S3 refused the upload to bucket {bucket} with 403 Forbidden ({code}); check the credentials (AWS_ACCESS_KEY_ID, the profile or the pod's role) and the bucket policy"
+        )
+    } else {
+        format!("S3 PUT s3://{bucket}/{key} failed with {status} {code}: {detail}")
+    };
+    if status >= 500 || status == 429 || throttled {
+        Failure::retry(kind, message)
+    } else {
+        Failure::refused(kind, message)
+    }
+}
+
+impl Deliver for S3Sink {
+    /// Gzips the batch (on a blocking thread, off the runtime) into one object and PUTs it.
+    async fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Failure> {
+        if self.prepared.as_ref().is_none_or(|p| p.seq != batch.seq) {
+            self.prepared = Some(self.prepare(batch).await?);
+        }
+        let Some(object) = &self.prepared else {
+            return Ok(());
+        };
+        self.put(object).await?;
+        self.prepared = None;
+        Ok(())
+    }
+}
+
+impl S3Sink {
+    async fn prepare(&self, batch: &Arc<Batch>) -> Result<Prepared, Failure> {
+        let format = match (self.layout.format, &batch.records) {
+            (ObjectFormat::Protobuf, Some(_)) => ObjectFormat::Protobuf,
+            _ => ObjectFormat::Jsonl,
+        };
+        let shared = batch.clone();
+        let (body, md5) = tokio::task::spawn_blocking(move || {
+            let payload = match format {
+                ObjectFormat::Protobuf => shared.records.as_deref().unwrap_or_default(),
+                ObjectFormat::Jsonl => &shared.bytes,
+            };
+            let body = gzip(payload);
+            let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+            (body, md5)
+        })
+        .await
+        .map_err(|e| Failure::retry("gzip", format!("compressing a batch failed: {e}")))?;
+        Ok(Prepared {
+            seq: batch.seq,
+            key: self.layout.key(batch.seq, batch.opened_at, format),
+            body,
+            md5,
+            format,
+        })
+    }
+}
