@@ -252,7 +252,9 @@ fn latency_run(options: &Options, rate: f64, index: usize) -> LatencyRun {
             std::thread::scope(|scope| {
                 let generator = scope.spawn(|| send_at_rate(&server, &lines, rate));
                 watch_lines(pipe, events, &mut seen);
-                sent_for = generator.join().unwrap_or_else(|_| fail("the generator panicked"));
+                sent_for = generator
+                    .join()
+                    .unwrap_or_else(|_| fail("the generator panicked"));
             });
         },
     );
@@ -261,7 +263,9 @@ fn latency_run(options: &Options, rate: f64, index: usize) -> LatencyRun {
         let i = visible.partition_point(|(v, _)| *v < rv);
         match visible.get(i) {
             Some((v, stamp)) if *v == rv => at.saturating_duration_since(*stamp),
-            _ => fail(&format!("a line with resourceVersion {rv} the server never stamped")),
+            _ => fail(&format!(
+                "a line with resourceVersion {rv} the server never stamped"
+            )),
         }
     };
     seen.sort_by_key(|(rv, _, _)| *rv);
@@ -367,7 +371,10 @@ fn resource_version(line: &[u8]) -> Option<u64> {
     let key = b"\"resourceVersion\":\"";
     let at = meta + memchr::memmem::find(&line[meta..], key)? + key.len();
     let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn percentile(sorted_or_not: &[Duration], q: f64) -> Duration {
@@ -391,7 +398,10 @@ impl Inotify {
         // SAFETY: plain syscalls; the descriptor is owned by the File from here on.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
         if fd < 0 {
-            fail(&format!("inotify_init1: {}", std::io::Error::last_os_error()));
+            fail(&format!(
+                "inotify_init1: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let file = unsafe { std::fs::File::from_raw_fd(fd) };
         let name = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -804,7 +814,9 @@ fn parse_args() -> Options {
                     .split(',')
                     .map(|r| match r.replace('_', "").parse::<f64>() {
                         Ok(r) if r > 0.0 => r,
-                        _ => fail(&format!("--rates takes events per second, e.g. 10,1000; not {r}")),
+                        _ => fail(&format!(
+                            "--rates takes events per second, e.g. 10,1000; not {r}"
+                        )),
                     })
                     .collect()
             }

@@ -140,10 +140,7 @@ fn compaction_mid_stream_and_on_resume_relists_without_loss_or_repeat() {
     server.resume_listening();
     pipe.wait_lines(expected.len());
     let (lines, log) = pipe.stop();
-    assert!(
-        relists(server.stats()) > lists_before,
-        "no relist\n{log}"
-    );
+    assert!(relists(server.stats()) > lists_before, "no relist\n{log}");
     assert_lines_exactly_once(&lines, &expected);
 }
 

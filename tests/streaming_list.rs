@@ -74,14 +74,24 @@ fn a_server_with_watch_list_streams_the_initial_state_instead_of_listing_pages()
 #[test]
 fn a_server_with_the_feature_gate_off_is_listed_in_pages_after_one_refusal() {
     let (stats, log) = run(WatchList::GateOff, &[]);
-    assert_eq!(stats.streaming_list_requests, 1, "asked once, then remembered\n{log}");
-    assert!(stats.list_limits.contains(&Some(500)), "{:?}", stats.list_limits);
+    assert_eq!(
+        stats.streaming_list_requests, 1,
+        "asked once, then remembered\n{log}"
+    );
+    assert!(
+        stats.list_limits.contains(&Some(500)),
+        "{:?}",
+        stats.list_limits
+    );
     assert_eq!(
         log.matches("listing in pages instead").count(),
         1,
         "the fallback is logged once\n{log}"
     );
-    assert!(log.contains("feature gate"), "the server's reason is in the log\n{log}");
+    assert!(
+        log.contains("feature gate"),
+        "the server's reason is in the log\n{log}"
+    );
 }
 
 #[test]
@@ -90,7 +100,11 @@ fn a_server_that_ignores_send_initial_events_is_listed_in_pages() {
     // against the list) but no end-of-state bookmark, only ordinary ones.
     let (stats, log) = run(WatchList::Ignored, &[]);
     assert_eq!(stats.streaming_list_requests, 1, "{log}");
-    assert!(stats.list_limits.contains(&Some(500)), "{:?}", stats.list_limits);
+    assert!(
+        stats.list_limits.contains(&Some(500)),
+        "{:?}",
+        stats.list_limits
+    );
     assert!(log.contains("listing in pages instead"), "{log}");
 }
 
@@ -98,7 +112,11 @@ fn a_server_that_ignores_send_initial_events_is_listed_in_pages() {
 fn paginate_never_asks_for_a_streaming_list() {
     let (stats, log) = run(WatchList::On, &["--initial-list", "paginate"]);
     assert_eq!(stats.streaming_list_requests, 0, "{log}");
-    assert!(stats.list_limits.contains(&Some(500)), "{:?}", stats.list_limits);
+    assert!(
+        stats.list_limits.contains(&Some(500)),
+        "{:?}",
+        stats.list_limits
+    );
 }
 
 #[test]

@@ -173,7 +173,11 @@ pub struct RunArgs {
     pub watch_timeout: Option<String>,
     /// How the state is read before watching: `stream` (a streaming list, WatchList), `paginate`
     /// (pages of --list-page-size), or `auto` (stream, else pages). Default: auto.
-    #[arg(long, env = "KUBE_EVENT_PIPE_INITIAL_LIST", value_name = "auto|stream|paginate")]
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_INITIAL_LIST",
+        value_name = "auto|stream|paginate"
+    )]
     pub initial_list: Option<String>,
     /// Add the involved object's labels, annotations and owner, and the node, under `enrichment`.
     /// Needs `get` on the kinds looked up (deploy/kustomize/components/enrichment). Default: false.

@@ -235,7 +235,9 @@ fn kube_source_options_from_flags_and_file() {
         panic!("kube is the default source")
     };
     assert_eq!(k.initial_list, InitialList::Paginate);
-    let err = build_from(&["--initial-list", "pages"]).unwrap_err().to_string();
+    let err = build_from(&["--initial-list", "pages"])
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("--initial-list") && err.contains("auto") && err.contains("paginate"),
         "{err}"

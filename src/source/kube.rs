@@ -694,7 +694,9 @@ impl Watcher {
                 InitialEvents::NotAsked
             },
         };
-        let end = self.read_watch(stream, &mut reader, deadline, started).await;
+        let end = self
+            .read_watch(stream, &mut reader, deadline, started)
+            .await;
         if let Some(v) = reader.version.take() {
             version = v;
         }
