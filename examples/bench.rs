@@ -540,14 +540,13 @@ struct Pipe {
 
 impl Pipe {
     fn count_lines(&mut self) -> u64 {
-        if let Ok(mut f) = std::fs::File::open(&self.out) {
-            if f.seek(std::io::SeekFrom::Start(self.read)).is_ok() {
-                let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_ok() {
-                    self.read += buf.len() as u64;
-                    self.lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
-                }
-            }
+        let mut buf = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.out)
+            && f.seek(std::io::SeekFrom::Start(self.read)).is_ok()
+            && f.read_to_end(&mut buf).is_ok()
+        {
+            self.read += buf.len() as u64;
+            self.lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
         }
         self.lines
     }

@@ -639,7 +639,6 @@ impl Watcher {
             bookmarks: true,
             // With resourceVersionMatch=NotOlderThan and resourceVersion "": the newest state.
             send_initial_events: streaming,
-            ..WatchParams::default()
         };
         let request = match Request::new(&self.path).watch(&params, &version) {
             Ok(r) => r,
