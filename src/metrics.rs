@@ -29,6 +29,8 @@ pub const MALFORMED_EVENTS: &str = "kube_event_pipe_malformed_events_total";
 pub const EVENTS_BY_REASON: &str = "kube_event_pipe_events_by_reason_total";
 pub const ENRICH_GETS: &str = "kube_event_pipe_enrich_gets_total";
 pub const ENRICH_SKIPPED: &str = "kube_event_pipe_enrich_skipped_total";
+pub const DEAD_LETTERS: &str = "kube_event_pipe_dead_letters_total";
+pub const OTLP_REJECTED_RECORDS: &str = "kube_event_pipe_otlp_rejected_records_total";
 
 /// Every exported name with its kind and HELP text; `describe` registers them and the docs
 /// test checks `docs/operations.md` lists each one.
@@ -122,6 +124,16 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         ENRICH_SKIPPED,
         Kind::Counter,
         "Events sent without enrichment (label reason: timeout, forbidden, error).",
+    ),
+    (
+        DEAD_LETTERS,
+        Kind::Counter,
+        "Events a sink refused for good, written to the dead-letter directory and then committed (label sink).",
+    ),
+    (
+        OTLP_REJECTED_RECORDS,
+        Kind::Counter,
+        "Log records an OTLP receiver accepted the export of but rejected (partial success); not retried.",
     ),
 ];
 

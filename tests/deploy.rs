@@ -46,6 +46,7 @@ const OVERLAYS: &[&str] = &[
     "overlays/stdout",
     "overlays/file",
     "overlays/s3",
+    "overlays/otlp",
     "overlays/enriched",
 ];
 
@@ -226,7 +227,12 @@ fn assert_bound(objects: &[Value], role: &str) {
 #[test]
 fn rbac_is_list_and_watch_of_events_and_get_only_with_enrichment() {
     let list_watch = vec!["list".to_string(), "watch".to_string()];
-    for overlay in ["overlays/stdout", "overlays/file", "overlays/s3"] {
+    for overlay in [
+        "overlays/stdout",
+        "overlays/file",
+        "overlays/s3",
+        "overlays/otlp",
+    ] {
         let objects = render(overlay);
         let roles = all_of(&objects, "ClusterRole");
         assert_eq!(roles.len(), 1, "{overlay}: only the events role");
@@ -317,6 +323,35 @@ fn the_s3_overlay_names_the_bucket_and_an_irsa_role() {
     // No credentials in the cluster's objects.
     let text = serde_json::to_string(&objects).unwrap();
     assert!(!text.contains("AWS_SECRET_ACCESS_KEY") && !text.contains("AWS_ACCESS_KEY_ID"));
+}
+
+#[test]
+fn the_otlp_overlay_exports_to_an_in_cluster_collector_with_dead_letters_on_the_volume() {
+    let objects = render("overlays/otlp");
+    let data = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
+    assert_eq!(data["KUBE_EVENT_PIPE_SINK"], "otlp");
+    let endpoint = data["KUBE_EVENT_PIPE_OTLP_ENDPOINT"]
+        .as_str()
+        .expect("endpoint");
+    assert!(
+        endpoint.starts_with("http://") && endpoint.ends_with(".svc.cluster.local:4318"),
+        "a collector Service's OTLP/HTTP port: {endpoint}"
+    );
+    // Dead letters live on the filters' volume, the only writable path in the pod.
+    let dead = data["KUBE_EVENT_PIPE_DEAD_LETTER_DIR"]
+        .as_str()
+        .expect("dead-letter dir");
+    let deployment = find(&objects, "Deployment", "kube-event-pipe");
+    let mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| dead.starts_with(m["mountPath"].as_str().unwrap_or("?"))
+                && m["readOnly"] != true),
+        "{dead} is on no writable mount: {mounts:?}"
+    );
 }
 
 /// Dockerfile instructions, continuation lines joined.

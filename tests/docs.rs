@@ -118,3 +118,30 @@ fn the_readme_links_every_doc() {
         );
     }
 }
+
+/// Every default the code defines is the one the configuration reference shows: a default is
+/// changed in `config/defaults.rs`, and this holds the reference to it.
+#[test]
+fn the_reference_shows_the_defaults_the_code_uses() {
+    let text = doc("configuration.md");
+    let mut checked = 0;
+    for (flag, shown) in kube_event_pipe::config::defaults::documented() {
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("| `{flag}` |")))
+            .collect();
+        assert!(
+            !rows.is_empty(),
+            "docs/configuration.md has no row for {flag}"
+        );
+        for row in rows {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(
+                cells[4], shown,
+                "default of {flag} in docs/configuration.md"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}

@@ -58,7 +58,7 @@ pub struct DecodeArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Directory holding the filter generations.
-    #[arg(long, env = "KUBE_EVENT_PIPE_PERSISTENCE_PATH", default_value = ".")]
+    #[arg(long, env = "KUBE_EVENT_PIPE_PERSISTENCE_PATH", default_value = super::defaults::PERSISTENCE_PATH)]
     pub persistence_path: std::path::PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -209,7 +209,7 @@ pub struct RunArgs {
     /// Events being enriched at once (each may wait on lookups). Default: 64.
     #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_CONCURRENCY", value_name = "N")]
     pub enrich_concurrency: Option<String>,
-    /// Sinks to deliver to, repeated or comma separated: `stdout`, `file`, `s3`. Default: from --destination.
+    /// Sinks to deliver to, repeated or comma separated: `stdout`, `file`, `s3`, `otlp`, `http`. Default: from --destination.
     #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST",
           action = clap::ArgAction::Append)]
     pub sink: Vec<String>,
@@ -255,4 +255,78 @@ pub struct RunArgs {
     /// KMS key for `--s3-sse aws:kms`. Default: the account's aws/s3 key.
     #[arg(long, env = "KUBE_EVENT_PIPE_S3_SSE_KMS_KEY_ID", value_name = "KEY")]
     pub s3_sse_kms_key_id: Option<String>,
+
+    /// Directory where a batch a sink refuses for good (an HTTP 4xx) is written, fsynced, then committed. Default: none (logged at ERROR and retried slowly).
+    #[arg(long, env = "KUBE_EVENT_PIPE_DEAD_LETTER_DIR", value_name = "DIR")]
+    pub dead_letter_dir: Option<String>,
+    /// Seconds between attempts at a batch a sink refused for good, when there is no dead-letter directory. Default: 30.
+    #[arg(long, env = "KUBE_EVENT_PIPE_REFUSED_RETRY_SEC", value_name = "SECS")]
+    pub refused_retry_interval: Option<String>,
+
+    /// OTLP/HTTP endpoint of the otlp sink, e.g. http://otel-collector:4318 (`/v1/logs` is appended).
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Header sent with every export, `NAME=VALUE` or `NAME=@FILE` (read again when the file changes); repeated or comma separated.
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_HEADERS", value_name = "NAME=VALUE",
+          action = clap::ArgAction::Append)]
+    pub otlp_header: Vec<String>,
+    /// PEM CA bundle trusted for the OTLP endpoint, besides the system's.
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_CA_FILE", value_name = "FILE")]
+    pub otlp_ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS with the OTLP endpoint; needs the client key too.
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_CLIENT_CERT", value_name = "FILE")]
+    pub otlp_client_cert: Option<String>,
+    /// PEM private key of the OTLP client certificate.
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_CLIENT_KEY", value_name = "FILE")]
+    pub otlp_client_key: Option<String>,
+    /// Export body compression: `gzip` or `none`. Default: gzip.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_OTLP_COMPRESSION",
+        value_name = "gzip|none"
+    )]
+    pub otlp_compression: Option<String>,
+    /// Seconds one export may take, connection included. Default: 10.
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_TIMEOUT_SEC", value_name = "SECS")]
+    pub otlp_timeout: Option<String>,
+    /// Log record body: `message` (as the Collector's k8s_events receiver) or `event` (the whole line). Default: message.
+    #[arg(long, env = "KUBE_EVENT_PIPE_OTLP_BODY", value_name = "message|event")]
+    pub otlp_body: Option<String>,
+
+    /// URL the http sink POSTs each batch to.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_URL", value_name = "URL")]
+    pub http_url: Option<String>,
+    /// Request body: `ndjson` (one event per line) or `json` (an array). Default: ndjson.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_FORMAT", value_name = "ndjson|json")]
+    pub http_format: Option<String>,
+    /// Header sent with every request, `NAME=VALUE` or `NAME=@FILE`; repeated or comma separated.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_HEADERS", value_name = "NAME=VALUE",
+          action = clap::ArgAction::Append)]
+    pub http_header: Vec<String>,
+    /// File holding a bearer token for `Authorization: Bearer`, read again when it changes.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_HTTP_BEARER_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub http_bearer_token_file: Option<String>,
+    /// PEM CA bundle trusted for the webhook, besides the system's.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_CA_FILE", value_name = "FILE")]
+    pub http_ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS with the webhook; needs the client key too.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_CLIENT_CERT", value_name = "FILE")]
+    pub http_client_cert: Option<String>,
+    /// PEM private key of the webhook client certificate.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_CLIENT_KEY", value_name = "FILE")]
+    pub http_client_key: Option<String>,
+    /// Request body compression: `gzip` or `none`. Default: none.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_HTTP_COMPRESSION",
+        value_name = "gzip|none"
+    )]
+    pub http_compression: Option<String>,
+    /// Seconds one request may take, connection included. Default: 10.
+    #[arg(long, env = "KUBE_EVENT_PIPE_HTTP_TIMEOUT_SEC", value_name = "SECS")]
+    pub http_timeout: Option<String>,
 }

@@ -5,42 +5,31 @@
 //! reading a CrashLoopBackOff log has only that line to go on.
 
 pub mod cli;
+pub mod defaults;
+mod delivery;
 mod file;
+mod layers;
 mod parse;
 mod redact;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ArgMatches;
-use clap::parser::ValueSource;
 use thiserror::Error;
 
 pub use cli::{Cli, Command, DecodeArgs, InspectArgs, RunArgs};
 
 pub use crate::encode::object::ObjectFormat;
+pub use delivery::{
+    Compression, HeaderSpec, HeaderValueSource, OtlpBody, OtlpSettings, TlsFiles, WebhookFormat,
+    WebhookSettings,
+};
 use file::FileLayer;
+pub use layers::Origin;
+use layers::{Layers, Raw};
 pub use redact::{REDACTED, Redacted, redact};
-
-/// Where a value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    Flag,
-    Environment,
-    File(PathBuf),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Flag => f.write_str("flag"),
-            Origin::Environment => f.write_str("environment"),
-            Origin::File(p) => write!(f, "config file {}", p.display()),
-        }
-    }
-}
 
 /// A configuration the process cannot start with. Not retryable: the operator must fix a value.
 #[derive(Debug, Error, PartialEq)]
@@ -83,14 +72,13 @@ pub struct KubeConfig {
     pub namespaces: Vec<String>,
     pub field_selector: Option<String>,
     pub label_selector: Option<String>,
-    /// Default 500, as kubectl and client-go: an unpaginated list of a large cluster's events
-    /// is how watchers reach gigabytes at startup.
+    /// Default [`defaults::LIST_PAGE_SIZE`].
     pub list_page_size: u32,
-    /// Default 290 s: below kube-apiserver's minimum request timeout (1800 s), so the client
-    /// decides when a watch is renewed, and a silently dead connection is noticed.
+    /// Default [`defaults::WATCH_TIMEOUT`].
     pub watch_timeout: Duration,
-    /// Default `Auto`: a streaming list where the API server serves one (it costs the server
-    /// one pass over its state instead of building every page), pages where it does not.
+    /// Default [`defaults::INITIAL_LIST`] (`Auto`): a streaming list where the API server serves
+    /// one (it costs the server one pass over its state instead of building every page), pages
+    /// where it does not.
     pub initial_list: InitialList,
 }
 
@@ -114,9 +102,9 @@ impl Default for KubeConfig {
             namespaces: Vec::new(),
             field_selector: None,
             label_selector: None,
-            list_page_size: 500,
-            watch_timeout: Duration::from_secs(290),
-            initial_list: InitialList::Auto,
+            list_page_size: defaults::LIST_PAGE_SIZE,
+            watch_timeout: defaults::WATCH_TIMEOUT,
+            initial_list: defaults::INITIAL_LIST,
         }
     }
 }
@@ -145,6 +133,10 @@ pub enum SinkConfig {
     },
     /// Gzipped batches to the bucket in [`Config::s3`].
     S3,
+    /// OTLP/HTTP logs to a collector.
+    Otlp(OtlpSettings),
+    /// POSTs to a webhook.
+    Http(WebhookSettings),
 }
 
 /// Server-side encryption asked of S3 for each object.
@@ -211,36 +203,40 @@ pub struct Config {
     pub format: OutputFormat,
     /// Added as a top-level `cluster` field when set; default none keeps lines untouched.
     pub cluster_name: Option<String>,
-    /// Filter directory; a persistent volume in production. Default `.` (the Python tool's).
+    /// Filter directory; a persistent volume in production. Default
+    /// [`defaults::PERSISTENCE_PATH`] (the Python tool's).
     pub persistence_path: PathBuf,
-    /// Keys per generation before it rotates. Default 1_000_000: about 3.6 MB at 1e-6.
+    /// Keys per generation before it rotates. Default [`defaults::FILTER_CAPACITY`].
     pub filter_capacity: u64,
-    /// Target false-positive rate per generation. Default 1e-6, not the Python tool's 1e-2:
-    /// each false positive silently drops a real event.
+    /// Target false-positive rate per generation. Default [`defaults::FILTER_ERROR_RATE`], not
+    /// the Python tool's 1e-2: each false positive silently drops a real event.
     pub filter_error_rate: f64,
-    /// Generations kept. Default 3: with the default interval, about 2–3 hours of memory, well
-    /// beyond the API server's one-hour event TTL.
+    /// Generations kept. Default [`defaults::GENERATIONS`]: with the default interval, about
+    /// 2–3 hours of memory, well beyond the API server's one-hour event TTL.
     pub generations: usize,
-    /// Age at which a new generation starts. Default one hour.
+    /// Age at which a new generation starts. Default [`defaults::ROTATION_INTERVAL`].
     pub rotation_interval: Duration,
-    /// Period of the synchronous filter flush. Default 5 s: a power loss can cost at most this
-    /// much memory of delivered events (duplicates on restart, never loss).
+    /// Period of the synchronous filter flush. Default [`defaults::SYNC_INTERVAL`]: a power
+    /// loss can cost at most this much memory of delivered events (duplicates on restart, never
+    /// loss).
     pub sync_interval: Duration,
-    /// Events per batch. Default 500: larger batches mean fewer writes and fsyncs, more events
-    /// in flight (replayed after a crash).
+    /// Events per batch. Default [`defaults::BATCH_SIZE`]: larger batches mean fewer writes and
+    /// fsyncs, more events in flight (replayed after a crash).
     pub batch_size: usize,
-    /// Longest a partial batch waits. Default 1 s: the latency floor for quiet clusters.
+    /// Longest a partial batch waits. Default [`defaults::BATCH_INTERVAL`].
     pub batch_interval: Duration,
-    /// Encoded bytes at which a batch closes. Default 8 MiB: bounds the memory a batch holds in
-    /// every sink queue and the size of one S3 PUT, whatever the events weigh.
+    /// Encoded bytes at which a batch closes. Default [`defaults::BATCH_MAX_BYTES`]: bounds the
+    /// memory a batch holds in every sink queue and the size of one S3 PUT, whatever the events
+    /// weigh.
     pub batch_max_bytes: usize,
-    /// How long shutdown waits for in-flight events. Default 30 s (a pod's default grace period).
+    /// How long shutdown waits for in-flight events. Default [`defaults::SHUTDOWN_TIMEOUT`] (a
+    /// pod's default grace period).
     pub shutdown_timeout: Duration,
     /// A tracing filter directive; Python level names are translated.
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz listen; `None` turns the listener (and metric
-    /// recording) off. Default `0.0.0.0:9090` in a pod (the probes need it), off elsewhere, so
+    /// recording) off. Default [`defaults::LISTEN_IN_POD`] in a pod (the probes need it), off elsewhere, so
     /// a local run or a test suite running many pipes at once does not fight over one port.
     pub listen: Option<SocketAddr>,
     /// Split delivered events by type and reason in /metrics. Default false: reasons are free
@@ -249,6 +245,13 @@ pub struct Config {
     pub s3: S3Settings,
     /// Off unless asked for: it needs `get` on more kinds than events.
     pub enrich: Option<EnrichConfig>,
+    /// Where batches a sink refuses for good are written (then acknowledged). Default none:
+    /// such a batch is logged at ERROR and retried on the slow timer, holding the pipe.
+    pub dead_letter_dir: Option<PathBuf>,
+    /// How often a batch a sink refused for good is tried again when there is no dead-letter
+    /// directory. Default 30 s: a fixed credential or policy is noticed within it, and a peer
+    /// that keeps refusing is not hammered.
+    pub refused_retry_interval: Duration,
 }
 
 /// How events are enriched with their involved object and node.
@@ -271,92 +274,20 @@ pub struct EnrichConfig {
 impl Default for EnrichConfig {
     fn default() -> Self {
         EnrichConfig {
-            labels: vec!["*".into()],
-            annotations: vec!["*".into()],
-            max_bytes: 4096,
-            timeout: Duration::from_secs(2),
-            cache_ttl: Duration::from_secs(300),
-            cache_entries: 10_000,
-            concurrency: 64,
+            labels: vec![defaults::ENRICH_KEYS.into()],
+            annotations: vec![defaults::ENRICH_KEYS.into()],
+            max_bytes: defaults::ENRICH_MAX_BYTES,
+            timeout: defaults::ENRICH_TIMEOUT,
+            cache_ttl: defaults::ENRICH_CACHE_TTL,
+            cache_entries: defaults::ENRICH_CACHE_ENTRIES,
+            concurrency: defaults::ENRICH_CONCURRENCY,
         }
     }
 }
 
 /// The default listen address: on in a pod, where the kubelet probes it; off elsewhere.
 pub fn default_listen(in_cluster: bool) -> Option<SocketAddr> {
-    in_cluster.then(|| SocketAddr::from(([0, 0, 0, 0], 9090)))
-}
-
-/// Looks up one option through the layers, remembering where its value came from.
-struct Layers<'a> {
-    matches: &'a ArgMatches,
-    command: clap::Command,
-    file: Option<FileLayer>,
-}
-
-/// A value as the user gave it, with enough context to reject it properly.
-struct Raw {
-    name: String,
-    value: String,
-    origin: Origin,
-}
-
-impl Raw {
-    fn invalid(&self, requirement: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            name: self.name.clone(),
-            value: self.value.clone(),
-            origin: self.origin.clone(),
-            requirement: requirement.into(),
-        }
-    }
-
-    /// Runs a parser from `parse`, turning its requirement text into a full error.
-    fn parse<T>(&self, f: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
-        f(self.value.trim()).map_err(|req| self.invalid(req))
-    }
-}
-
-impl Layers<'_> {
-    /// `id` is the clap argument id (the field name in `RunArgs`); `file_keys` are the names a
-    /// config file may use for it, ours first, then k8stream's.
-    fn get(&self, id: &str, file_keys: &[&str]) -> Option<Raw> {
-        // Ids that are file-only (k8stream's `file_sink_dir`) have no clap argument. Repeated
-        // flags (`--namespace a --namespace b`) are joined for the comma parsers.
-        let given = self
-            .matches
-            .try_get_many::<String>(id)
-            .ok()
-            .flatten()
-            .map(|values| values.cloned().collect::<Vec<_>>().join(","));
-        if let Some(value) = given {
-            let arg = self.command.get_arguments().find(|a| a.get_id() == id);
-            let (name, origin) = match self.matches.value_source(id) {
-                Some(ValueSource::EnvVariable) => (
-                    arg.and_then(|a| a.get_env())
-                        .map(|e| e.to_string_lossy().into_owned()),
-                    Origin::Environment,
-                ),
-                _ => (
-                    arg.and_then(|a| a.get_long()).map(|l| format!("--{l}")),
-                    Origin::Flag,
-                ),
-            };
-            return Some(Raw {
-                name: name.unwrap_or_else(|| id.to_string()),
-                value,
-                origin,
-            });
-        }
-        let file = self.file.as_ref()?;
-        file_keys.iter().find_map(|key| {
-            file.get(key).map(|value| Raw {
-                name: key.to_string(),
-                value,
-                origin: Origin::File(file.path.clone()),
-            })
-        })
-    }
+    in_cluster.then_some(defaults::LISTEN_IN_POD)
 }
 
 /// Validates the run options. `matches` must come from `Cli::command()`, so that value sources
@@ -377,7 +308,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
 
     let source_kind = match get("source", &["source"]) {
         Some(raw) => raw.parse(|v| parse::one_of(v, &["kube", "replay"]))?,
-        None => "kube",
+        None => defaults::SOURCE,
     };
     let replay = get("replay_file", &["replay_file"]);
     let kubeconfig = get("kubeconfig", &["kubeconfig"]).map(|r| PathBuf::from(r.value));
@@ -403,7 +334,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
     };
     let file_fsync = match get("file_fsync", &["file_fsync"]) {
         Some(raw) => raw.parse(parse::boolean)?,
-        None => true,
+        None => defaults::FILE_FSYNC,
     };
 
     // k8stream names a directory for its file sink; we append to one file inside it.
@@ -423,6 +354,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         .as_deref()
         .filter(|d| *d != "-")
         .map(PathBuf::from);
+    let otlp = delivery::otlp(&get)?;
+    let webhook = delivery::webhook(&get)?;
     let sinks = match get("sink", &["sink"]) {
         Some(raw) => {
             let names = raw.parse(parse::sink_list)?;
@@ -438,6 +371,22 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
                         None => {
                             return Err(raw.invalid(
                                 "the file sink needs --destination PATH (or file_sink_dir in the config file)",
+                            ));
+                        }
+                    },
+                    "otlp" => match &otlp {
+                        Some(settings) => sinks.push(SinkConfig::Otlp(settings.clone())),
+                        None => {
+                            return Err(ConfigError::Conflict(
+                                "the otlp sink needs an endpoint: set --otlp-endpoint, KUBE_EVENT_PIPE_OTLP_ENDPOINT or otlp_endpoint in the config file".into(),
+                            ));
+                        }
+                    },
+                    "http" => match &webhook {
+                        Some(settings) => sinks.push(SinkConfig::Http(settings.clone())),
+                        None => {
+                            return Err(ConfigError::Conflict(
+                                "the http sink needs a URL: set --http-url, KUBE_EVENT_PIPE_HTTP_URL or http_url in the config file".into(),
                             ));
                         }
                     },
@@ -475,50 +424,50 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
             return Err(raw.invalid("must be a directory path"));
         }
         Some(raw) => PathBuf::from(raw.value),
-        None => PathBuf::from("."),
+        None => PathBuf::from(defaults::PERSISTENCE_PATH),
     };
     let filter_capacity = match get("filter_capacity", &["filter_capacity"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1_000, 1_000_000_000))?,
-        None => 1_000_000,
+        None => defaults::FILTER_CAPACITY,
     };
     let filter_error_rate = match get("filter_error_rate", &["filter_error_rate"]) {
         Some(raw) => raw.parse(parse::rate)?,
-        None => 0.000_001,
+        None => defaults::FILTER_ERROR_RATE,
     };
     let generations = match get("generations", &["generations", "batch_count"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1, 100))? as usize,
-        None => 3,
+        None => defaults::GENERATIONS,
     };
     let rotation_interval = match get(
         "rotation_interval",
         &["rotation_interval", "batch_duration_sec"],
     ) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 1.0, 365.0 * 86_400.0))?,
-        None => Duration::from_secs(3600),
+        None => defaults::ROTATION_INTERVAL,
     };
     let sync_interval = match get("sync_interval", &["sync_interval"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.01, 3600.0))?,
-        None => Duration::from_secs(5),
+        None => defaults::SYNC_INTERVAL,
     };
     let batch_size = match get("batch_size", &["batch_size"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1, 1_000_000))? as usize,
-        None => 500,
+        None => defaults::BATCH_SIZE,
     };
     let batch_interval = match get("batch_interval", &["batch_interval"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.001, 3600.0))?,
-        None => Duration::from_secs(1),
+        None => defaults::BATCH_INTERVAL,
     };
     let batch_max_bytes = match get("batch_max_bytes", &["batch_max_bytes"]) {
         Some(raw) => raw.parse(|v| parse::whole(v, 1024, 1 << 30))? as usize,
-        None => 8 << 20,
+        None => defaults::BATCH_MAX_BYTES,
     };
     let shutdown_timeout = match get("shutdown_timeout", &["shutdown_timeout"]) {
         Some(raw) => raw.parse(|v| parse::seconds(v, 0.0, 3600.0))?,
-        None => Duration::from_secs(30),
+        None => defaults::SHUTDOWN_TIMEOUT,
     };
     let log_filter = match get("log_level", &["log_level"]) {
         Some(raw) => raw.parse(parse::log_filter)?,
-        None => "info".to_string(),
+        None => defaults::LOG_LEVEL.to_string(),
     };
     let log_format = match get("log_format", &["log_format"]) {
         Some(raw) => match raw.parse(|v| parse::one_of(v, &["text", "json"]))? {
@@ -558,6 +507,12 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         None
     };
 
+    let dead_letter_dir = delivery::dead_letter_dir(&get)?;
+    let refused_retry_interval = match get("refused_retry_interval", &["refused_retry_interval"]) {
+        Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 3600.0))?,
+        None => defaults::REFUSED_RETRY_INTERVAL,
+    };
+
     Ok(Config {
         source,
         emit_deleted,
@@ -580,6 +535,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         metrics_by_reason,
         s3,
         enrich,
+        dead_letter_dir,
+        refused_retry_interval,
     })
 }
 

@@ -83,10 +83,12 @@ pub(super) fn namespaces(v: &str) -> Result<Vec<String>, String> {
 
 /// A comma-separated list of sink names, each once.
 pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
-    let requirement = || "must be a comma-separated list of stdout, file, s3".to_string();
+    let requirement =
+        || "must be a comma-separated list of stdout, file, s3, otlp, http".to_string();
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim) {
-        let name = one_of(part, &["stdout", "file", "s3"]).map_err(|_| requirement())?;
+        let name =
+            one_of(part, &["stdout", "file", "s3", "otlp", "http"]).map_err(|_| requirement())?;
         if out.contains(&name) {
             return Err(format!("names {name} twice; {}", requirement()));
         }

@@ -8,7 +8,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, InitialList, LogFormat, OutputFormat, ReplayInput, SinkConfig, SourceConfig};
+use super::{
+    Config, HeaderSpec, InitialList, LogFormat, OutputFormat, ReplayInput, SinkConfig,
+    SourceConfig, TlsFiles,
+};
 
 /// Names whose values are never logged, whatever they hold.
 const SECRET_WORDS: &[&str] = &[
@@ -58,6 +61,43 @@ impl Config {
     /// The configuration as it may be logged: see the module doc.
     pub fn redacted(&self) -> Redacted<'_> {
         Redacted(self)
+    }
+}
+
+/// Header names only: values are credentials more often than not.
+fn header_names(headers: &[HeaderSpec]) -> String {
+    headers
+        .iter()
+        .map(|h| format!("{}={REDACTED}", h.name))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn push_tls(push: &mut impl FnMut(&'static str, String), prefix: &str, tls: &TlsFiles) {
+    let http = prefix == "http";
+    for (name, value) in [
+        (if http { "http_ca_file" } else { "otlp_ca_file" }, &tls.ca),
+        (
+            if http {
+                "http_client_cert"
+            } else {
+                "otlp_client_cert"
+            },
+            &tls.client_cert,
+        ),
+        // The key's path is not a secret, but its name says "key": logged as redacted.
+        (
+            if http {
+                "http_client_key"
+            } else {
+                "otlp_client_key"
+            },
+            &tls.client_key,
+        ),
+    ] {
+        if let Some(p) = value {
+            push(name, p.display().to_string());
+        }
     }
 }
 
@@ -125,9 +165,49 @@ impl fmt::Display for Redacted<'_> {
                     format!("file:{} (fsync {fsync})", path.display())
                 }
                 SinkConfig::S3 => "s3".to_string(),
+                SinkConfig::Otlp(_) => "otlp".to_string(),
+                SinkConfig::Http(_) => "http".to_string(),
             })
             .collect();
         push("sinks", sinks.join(","));
+        for sink in &c.sinks {
+            match sink {
+                SinkConfig::Otlp(o) => {
+                    push("otlp_endpoint", o.endpoint.clone());
+                    if !o.headers.is_empty() {
+                        push("otlp_headers", header_names(&o.headers));
+                    }
+                    push_tls(&mut push, "otlp", &o.tls);
+                    push(
+                        "otlp_compression",
+                        format!("{:?}", o.compression).to_lowercase(),
+                    );
+                    push("otlp_timeout", secs(o.timeout));
+                    push("otlp_body", format!("{:?}", o.body).to_lowercase());
+                }
+                SinkConfig::Http(h) => {
+                    push("http_url", h.url.clone());
+                    push("http_format", format!("{:?}", h.format).to_lowercase());
+                    if !h.headers.is_empty() {
+                        push("http_headers", header_names(&h.headers));
+                    }
+                    if let Some(p) = &h.bearer_token_file {
+                        push("http_bearer_token_file", p.display().to_string());
+                    }
+                    push_tls(&mut push, "http", &h.tls);
+                    push(
+                        "http_compression",
+                        format!("{:?}", h.compression).to_lowercase(),
+                    );
+                    push("http_timeout", secs(h.timeout));
+                }
+                _ => {}
+            }
+        }
+        if let Some(dir) = &c.dead_letter_dir {
+            push("dead_letter_dir", dir.display().to_string());
+        }
+        push("refused_retry_interval", secs(c.refused_retry_interval));
         push(
             "format",
             match c.format {

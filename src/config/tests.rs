@@ -302,3 +302,116 @@ fn the_logged_configuration_names_the_effective_values() {
         assert!(line.contains(part), "{part} missing from {line}");
     }
 }
+
+#[test]
+fn the_otlp_sink_takes_its_settings_from_flags_and_the_file() {
+    let c = build_from(&[
+        "--source",
+        "replay",
+        "--replay-file",
+        "-",
+        "--sink",
+        "otlp",
+        "--otlp-endpoint",
+        "https://collector:4318",
+        "--otlp-header",
+        "X-Scope-OrgID=t1,Authorization=@/var/run/token",
+        "--otlp-header",
+        "X-B=2",
+        "--otlp-body",
+        "event",
+        "--otlp-timeout",
+        "2.5",
+    ])
+    .unwrap();
+    let [SinkConfig::Otlp(o)] = c.sinks.as_slice() else {
+        panic!("{:?}", c.sinks);
+    };
+    assert_eq!(o.endpoint, "https://collector:4318");
+    assert_eq!(o.compression, Compression::Gzip);
+    assert_eq!(o.body, OtlpBody::Event);
+    assert_eq!(o.timeout, Duration::from_millis(2500));
+    assert_eq!(
+        o.headers,
+        vec![
+            HeaderSpec {
+                name: "X-Scope-OrgID".into(),
+                value: HeaderValueSource::Literal("t1".into())
+            },
+            HeaderSpec {
+                name: "Authorization".into(),
+                value: HeaderValueSource::File("/var/run/token".into())
+            },
+            HeaderSpec {
+                name: "X-B".into(),
+                value: HeaderValueSource::Literal("2".into())
+            },
+        ]
+    );
+    // The header values never reach the log line.
+    let logged = c.redacted().to_string();
+    assert!(
+        logged.contains("otlp_headers=X-Scope-OrgID=<redacted>"),
+        "{logged}"
+    );
+    assert!(!logged.contains("t1"), "{logged}");
+
+    let (_d, path) = write_config(
+        "sink: [http]\nhttp_url: http://hooks:8080/e\nhttp_format: json\nhttp_bearer_token_file: /t\ndead_letter_dir: /dl\n",
+        "yaml",
+    );
+    let c = build_from(&[
+        "--config",
+        &path,
+        "--source",
+        "replay",
+        "--replay-file",
+        "-",
+    ])
+    .unwrap();
+    let [SinkConfig::Http(h)] = c.sinks.as_slice() else {
+        panic!("{:?}", c.sinks);
+    };
+    assert_eq!(h.format, WebhookFormat::Json);
+    assert_eq!(h.compression, Compression::None);
+    assert_eq!(h.bearer_token_file, Some(PathBuf::from("/t")));
+    assert_eq!(c.dead_letter_dir, Some(PathBuf::from("/dl")));
+    assert_eq!(c.refused_retry_interval, Duration::from_secs(30));
+}
+
+#[test]
+fn http_sink_errors_name_the_option_and_the_fix() {
+    let err = build_from(&["--sink", "otlp"]).unwrap_err();
+    assert!(err.to_string().contains("--otlp-endpoint"), "{err}");
+    let err = build_from(&["--sink", "http"]).unwrap_err();
+    assert!(err.to_string().contains("--http-url"), "{err}");
+    let err = build_from(&["--otlp-endpoint", "collector:4318"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--otlp-endpoint=collector:4318 (flag): must be an http:// or https:// URL such as http://otel-collector:4318"
+    );
+    let err = build_from(&["--http-header", "NoEquals"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--http-header=NoEquals (flag): must be NAME=VALUE"),
+        "{err}"
+    );
+    let err = build_from(&["--http-header", "Bad Name=1"]).unwrap_err();
+    assert!(err.to_string().contains("is not a header name"), "{err}");
+    let err = build_from(&["--otlp-client-cert", "/c.pem"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--otlp-client-cert=/c.pem (flag): needs --otlp-client-key too: a client certificate is used with its key"
+    );
+    let err = build_from(&["--otlp-compression", "zstd"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--otlp-compression=zstd (flag): must be one of gzip, none"
+    );
+    let err = build_from(&["--refused-retry-interval", "0"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--refused-retry-interval=0 (flag)"),
+        "{err}"
+    );
+}

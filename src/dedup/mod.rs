@@ -21,31 +21,34 @@ use thiserror::Error;
 pub use inspect::{GenerationReport, inspect, render_json, render_table};
 pub use ring::{GenerationInfo, Ring};
 
+use crate::config::defaults;
+
 /// Where and how big the filters are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RingConfig {
-    /// Persistence directory (default `.`); a persistent volume in production, or every
-    /// restart replays the last hour of events.
+    /// Persistence directory (default [`defaults::PERSISTENCE_PATH`]).
     pub dir: PathBuf,
-    /// Generations kept (default 3). More means a longer memory and more files to check.
+    /// Generations kept (default [`defaults::GENERATIONS`]). More means a longer memory and
+    /// more files to check.
     pub generations: usize,
-    /// Keys per generation before it rotates (default 1_000_000).
+    /// Keys per generation before it rotates (default [`defaults::FILTER_CAPACITY`]).
     pub capacity: u64,
-    /// Target false-positive rate per generation (default 1e-6); each false positive drops an
-    /// event, and `contains` over G full generations errs at up to G times this rate.
+    /// Target false-positive rate per generation (default [`defaults::FILTER_ERROR_RATE`]);
+    /// each false positive drops an event, and `contains` over G full generations errs at up
+    /// to G times this rate.
     pub error_rate: f64,
-    /// Age at which the newest generation retires (default one hour).
+    /// Age at which the newest generation retires (default [`defaults::ROTATION_INTERVAL`]).
     pub rotation_interval: Duration,
 }
 
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
-            dir: PathBuf::from("."),
-            generations: 3,
-            capacity: 1_000_000,
-            error_rate: 1e-6,
-            rotation_interval: Duration::from_secs(3600),
+            dir: PathBuf::from(defaults::PERSISTENCE_PATH),
+            generations: defaults::GENERATIONS,
+            capacity: defaults::FILTER_CAPACITY,
+            error_rate: defaults::FILTER_ERROR_RATE,
+            rotation_interval: defaults::ROTATION_INTERVAL,
         }
     }
 }

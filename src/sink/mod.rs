@@ -16,10 +16,14 @@
 //! others run ahead by at most their queue bound, then the whole pipe pauses (backpressure up to
 //! the source).
 
+pub mod dead_letter;
 pub mod file;
+pub mod otlp;
 pub mod retry;
 pub mod s3;
 pub mod stdout;
+pub mod transport;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -54,6 +58,10 @@ pub enum SinkError {
     Thread(std::io::Error),
     #[error(transparent)]
     S3(#[from] s3::S3Error),
+    #[error(transparent)]
+    Http(#[from] transport::TransportError),
+    #[error(transparent)]
+    DeadLetter(#[from] dead_letter::DeadLetterError),
 }
 
 /// Whether one sink currently accepts writes, for `/readyz` and the logs.
@@ -147,11 +155,18 @@ pub struct SinkContext<'a> {
 /// Opens the sink `config` names. Configuration problems and unreachable setup (a file that
 /// cannot be created, a state file that cannot be read) fail here, before the pipe runs.
 pub async fn open(config: &SinkConfig, ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
-    match config {
+    let sink = match config {
         SinkConfig::Stdout => Ok(stdout::open()),
         SinkConfig::File { path, fsync } => file::open(path, *fsync, ctx),
         SinkConfig::S3 => s3::open(ctx).await,
-    }
+        SinkConfig::Otlp(settings) => otlp::open(settings),
+        SinkConfig::Http(settings) => webhook::open(settings),
+    }?;
+    let dead_letters = match &ctx.config.dead_letter_dir {
+        Some(dir) => Some(dead_letter::DeadLetters::open(dir)?),
+        None => None,
+    };
+    Ok(sink.with_refusals(ctx.config.refused_retry_interval, dead_letters))
 }
 
 /// Delivers one batch at a time on the async runtime; the shared driver retries and acks.
@@ -201,6 +216,8 @@ pub struct Sink {
     title: &'static str,
     label: &'static str,
     protobuf: bool,
+    refused_delay: std::time::Duration,
+    dead_letters: Option<dead_letter::DeadLetters>,
     start: Start,
 }
 
@@ -245,8 +262,22 @@ impl Sink {
             title,
             label,
             protobuf: false,
+            refused_delay: MAX_RETRY_DELAY,
+            dead_letters: None,
             start: Box::new(start),
         }
+    }
+
+    /// How often a batch the sink refused for good is tried again, and the dead-letter
+    /// directory that takes such a batch instead, when there is one.
+    pub fn with_refusals(
+        mut self,
+        refused_delay: std::time::Duration,
+        dead_letters: Option<dead_letter::DeadLetters>,
+    ) -> Self {
+        self.refused_delay = refused_delay;
+        self.dead_letters = dead_letters;
+        self
     }
 
     /// The batches this sink gets carry protobuf records as well as lines.
@@ -288,7 +319,8 @@ impl Sink {
                 sink: index,
                 tx: acks,
             },
-            policy: Policy::new(self.title, self.name, self.label, state),
+            policy: Policy::new(self.title, self.name, self.label, state)
+                .with_refusals(self.refused_delay, self.dead_letters),
         };
         (self.start)(io)
     }
@@ -330,10 +362,31 @@ pub async fn run_async<D: Deliver>(mut sink: D, mut io: SinkIo) -> SinkEnd {
         loop {
             match sink.deliver(&batch).await {
                 Ok(()) => break,
-                Err(failure) => match io.policy.failed(&failure) {
-                    Next::RetryIn(delay) => tokio::time::sleep(delay).await,
-                    Next::Stop => return SinkEnd::StdoutClosed,
-                },
+                Err(failure) => {
+                    let failure = match io.policy.dead_letters_for(&failure) {
+                        Some(letters) => {
+                            let (label, reason) =
+                                (io.policy.label(), failure.message().to_string());
+                            let letter = batch.clone();
+                            let written = tokio::task::spawn_blocking(move || {
+                                letters.write(label, &letter, &reason)
+                            })
+                            .await;
+                            match dead_letter::outcome(written) {
+                                Ok(path) => {
+                                    io.policy.dead_lettered(&failure, &path, batch.events);
+                                    break;
+                                }
+                                Err(retry) => retry,
+                            }
+                        }
+                        None => failure,
+                    };
+                    match io.policy.failed(&failure) {
+                        Next::RetryIn(delay) => tokio::time::sleep(delay).await,
+                        Next::Stop => return SinkEnd::StdoutClosed,
+                    }
+                }
             }
         }
         io.policy.succeeded();
@@ -353,10 +406,26 @@ pub fn run_blocking<D: DeliverBlocking>(mut sink: D, mut io: SinkIo) -> SinkEnd 
         loop {
             match sink.deliver(&batch) {
                 Ok(()) => break,
-                Err(failure) => match io.policy.failed(&failure) {
-                    Next::RetryIn(delay) => std::thread::sleep(delay),
-                    Next::Stop => return SinkEnd::StdoutClosed,
-                },
+                Err(failure) => {
+                    let failure = match io.policy.dead_letters_for(&failure) {
+                        Some(letters) => {
+                            let written =
+                                letters.write(io.policy.label(), &batch, failure.message());
+                            match dead_letter::outcome(Ok(written)) {
+                                Ok(path) => {
+                                    io.policy.dead_lettered(&failure, &path, batch.events);
+                                    break;
+                                }
+                                Err(retry) => retry,
+                            }
+                        }
+                        None => failure,
+                    };
+                    match io.policy.failed(&failure) {
+                        Next::RetryIn(delay) => std::thread::sleep(delay),
+                        Next::Stop => return SinkEnd::StdoutClosed,
+                    }
+                }
             }
         }
         io.policy.succeeded();

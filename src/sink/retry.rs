@@ -15,6 +15,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tracing::{debug, error, info, warn};
 
+use super::dead_letter::DeadLetters;
 use super::{SinkState, telemetry};
 
 /// The longest pause between retries of a failing sink, and the pause between attempts at a
@@ -68,10 +69,23 @@ impl Failure {
         }
     }
 
+    /// What failed, for logs and dead letters.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Retry { error, .. } | Failure::Refused { error, .. } => error,
+            Failure::Closed => "stdout was closed by its reader",
+        }
+    }
+
     /// A transient failure from an I/O error, named by its kind.
     pub fn io(context: &str, e: &std::io::Error) -> Self {
         Failure::retry(e.kind().to_string(), format!("{context}: {e}"))
     }
+}
+
+/// A refusal whose kind starts with an HTTP status that refuses the caller, not the request.
+fn is_access_refusal(kind: &str) -> bool {
+    matches!(kind.split(' ').next(), Some("401" | "403" | "407"))
 }
 
 /// What a sink does after a failed attempt.
@@ -95,6 +109,8 @@ pub struct Policy {
     builder: ExponentialBuilder,
     backoff: ExponentialBackoff,
     refused_delay: Duration,
+    /// Where refused batches go instead of the slow timer, when configured.
+    dead_letters: Option<DeadLetters>,
     /// The kind of the failure being retried, while failing.
     failing: Option<String>,
     attempts: u64,
@@ -116,8 +132,43 @@ impl Policy {
             backoff: builder.build(),
             builder,
             refused_delay: MAX_RETRY_DELAY,
+            dead_letters: None,
             failing: None,
             attempts: 0,
+        }
+    }
+
+    /// What happens to a refused batch: retried every `refused_delay`, or, with a dead-letter
+    /// directory, written there and acknowledged.
+    pub fn with_refusals(
+        mut self,
+        refused_delay: Duration,
+        dead_letters: Option<DeadLetters>,
+    ) -> Self {
+        self.refused_delay = refused_delay;
+        self.dead_letters = dead_letters;
+        self
+    }
+
+    /// The dead-letter directory a failure should go to: `Some` for a refusal when one is
+    /// configured. The driver then writes the batch there and, once that is durable,
+    /// acknowledges it ([`Policy::dead_lettered`]); if the write fails, the batch is retried.
+    ///
+    /// A refusal of the sink's credentials (401, 403, 407) is not about the batch: every batch
+    /// would be refused alike until someone fixes a token or a policy, and dead-lettering them
+    /// would empty the pipe into the directory. Those stay on the slow timer.
+    pub fn dead_letters_for(&self, failure: &Failure) -> Option<DeadLetters> {
+        match failure {
+            Failure::Refused { kind, .. } if !is_access_refusal(kind) => self.dead_letters.clone(),
+            _ => None,
+        }
+    }
+
+    /// A refused batch is in the dead-letter directory: logged at ERROR, since its events did
+    /// not reach the sink and someone should look at them.
+    pub fn dead_lettered(&mut self, failure: &Failure, path: &std::path::Path, events: usize) {
+        if let Failure::Refused { error, .. } = failure {
+            error!(sink = %self.name, error = %error, events, file = %path.display(), "{} sink refused a batch for good; written to the dead-letter directory", self.title);
         }
     }
 
@@ -232,6 +283,37 @@ mod tests {
         };
         assert!(wait >= asked, "{wait:?}");
         assert_eq!(p.failed(&Failure::Closed), Next::Stop);
+    }
+
+    #[test]
+    fn refusals_of_the_batch_go_to_dead_letters_and_refusals_of_the_credentials_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let letters = DeadLetters::open(dir.path()).unwrap();
+        let (p, _) = policy();
+        let p = p.with_refusals(Duration::from_secs(1), Some(letters));
+        assert!(
+            p.dead_letters_for(&Failure::refused("400", "bad"))
+                .is_some()
+        );
+        assert!(
+            p.dead_letters_for(&Failure::refused("413", "big"))
+                .is_some()
+        );
+        assert!(
+            p.dead_letters_for(&Failure::refused("403 AccessDenied", "no"))
+                .is_none()
+        );
+        assert!(
+            p.dead_letters_for(&Failure::refused("401", "who"))
+                .is_none()
+        );
+        assert!(p.dead_letters_for(&Failure::retry("503", "down")).is_none());
+        let (plain, _) = policy();
+        assert!(
+            plain
+                .dead_letters_for(&Failure::refused("400", "bad"))
+                .is_none()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod fake_api;
 pub mod kube_pipe;
+pub mod receiver;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -122,16 +123,17 @@ pub fn expected_occurrences(input: &str) -> std::collections::BTreeSet<Occurrenc
     let mut out = std::collections::BTreeSet::new();
     for value in serde_json::Deserializer::from_str(input).into_iter::<serde_json::Value>() {
         let value = value.expect("test input is valid JSON");
-        let events: Vec<&serde_json::Value> = if value["kind"] == "EventList" {
-            value["items"].as_array().expect("items").iter().collect()
-        } else if value.get("object").is_some() {
-            if value["type"] == "DELETED" {
-                continue;
-            }
-            vec![&value["object"]]
-        } else {
-            vec![&value]
-        };
+        let events: Vec<&serde_json::Value> =
+            if value["kind"] == "EventList" || value["kind"] == "List" {
+                value["items"].as_array().expect("items").iter().collect()
+            } else if value.get("object").is_some() {
+                if value["type"] == "DELETED" {
+                    continue;
+                }
+                vec![&value["object"]]
+            } else {
+                vec![&value]
+            };
         for ev in events {
             out.insert(occurrence(ev));
         }
