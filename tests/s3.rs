@@ -62,7 +62,7 @@ fn twenty_five_thousand_events_reach_the_file_and_the_bucket_once_each() {
         .arg("--destination")
         .arg(&out_file)
         .args(["--sink", "file", "--sink", "s3", "--batch-size", "500"])
-        // Only size and the end of input close batches here, so the object count is exact.
+        // Size, idle input and the end of input close batches here, not the interval.
         .args(["--batch-interval", "3600"])
         .output()
         .unwrap();
@@ -76,7 +76,12 @@ fn twenty_five_thousand_events_reach_the_file_and_the_bucket_once_each() {
     );
     let (objects, in_bucket) = bucket_tally(&server, BUCKET);
     assert_exactly_once(&in_bucket, &stream.occurrences);
-    assert_eq!(objects, n.div_ceil(500), "{n} events in batches of 500");
+    // One object per batch: at least the full batches, and more when the reader paused and
+    // the batcher found its input idle (a batch then goes out before it is full).
+    assert!(
+        (n.div_ceil(500)..=n).contains(&objects),
+        "{objects} objects for {n} events in batches of at most 500"
+    );
     for (key, _) in server.objects(BUCKET).iter().take(3) {
         let parts: Vec<&str> = key.split('/').collect();
         assert_eq!(parts.len(), 6, "{key}");
