@@ -1,5 +1,6 @@
 //! The kube-event-pipe binary: parse the configuration, run the pipe, map the outcome to an
-//! exit status (0 done, 1 runtime failure, 2 bad configuration).
+//! exit status (0 done, 1 runtime failure, 2 bad configuration, 3 accepted events left
+//! undelivered; a second shutdown signal exits with 128 + its number, in `signals`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -42,9 +43,31 @@ fn main() -> ExitCode {
                 }
             };
             telemetry::init_logging(&config.log_filter, config.log_format);
-            report(run(config))
+            let timeout = config.shutdown_timeout;
+            match run(config) {
+                Ok(outcome) => finished(&outcome, timeout),
+                Err(e) => report(Err(e)),
+            }
         }
     }
+}
+
+/// The pipe ended with events it accepted but could not deliver to every sink.
+const EXIT_UNDELIVERED: u8 = 3;
+
+/// The status of a run that ended without an error: 0, unless accepted events were left
+/// undelivered when the shutdown timeout passed. A script that removes its replay input on
+/// success must not do so then. (A reader closing stdout is how `| head` ends: status 0.)
+fn finished(outcome: &pipeline::Report, timeout: Duration) -> ExitCode {
+    let undelivered = outcome.tally.undelivered();
+    if outcome.end == pipeline::EndReason::StdoutClosed || undelivered == 0 {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "error: {undelivered} accepted events were not delivered to every sink when the shutdown timeout ({}s) passed; they are not committed, so the next run delivers them again (see the sink errors above; raise --shutdown-timeout to wait longer)",
+        timeout.as_secs_f64()
+    );
+    ExitCode::from(EXIT_UNDELIVERED)
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -74,7 +97,7 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-fn run(config: config::Config) -> anyhow::Result<()> {
+fn run(config: config::Config) -> anyhow::Result<pipeline::Report> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,8 +126,7 @@ fn run(config: config::Config) -> anyhow::Result<()> {
             )
             .await?;
         }
-        pipeline::run(&config, shutdown, reopen, health).await?;
-        Ok(())
+        Ok(pipeline::run(&config, shutdown, reopen, health).await?)
     })
 }
 

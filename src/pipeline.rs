@@ -212,6 +212,9 @@ pub async fn run(
             ack = ack_rx.recv() => match ack {
                 Some(ack) => {
                     stage.ack(ack);
+                    if stage.has_failed() {
+                        break;
+                    }
                     stage.check_ready(&health);
                 }
                 // Every sink worker is gone: they drained everything, or stdout closed.
@@ -267,6 +270,11 @@ pub async fn run(
         }
     }
     drop(accepted_tx);
+    if let Some(e) = stage.take_failure() {
+        // Nothing more can be committed: end now, as after a shutdown timeout.
+        let _ = stage.flush_all().await;
+        return Err(e.into());
+    }
 
     if end != EndReason::ShutdownTimeout {
         // Both have finished (the ack channel closed), so these joins do not wait.

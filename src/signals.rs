@@ -1,8 +1,9 @@
 //! Process signals as the pipe's own commands: reopen the output, or shut down.
 //!
 //! HUP reopens the output file (logrotate `create` mode). TERM, INT and QUIT start a graceful
-//! shutdown; a second one ends the process at once, which loses nothing either: whatever was in
-//! flight is simply not committed and is delivered again by the next run.
+//! shutdown; a second one ends the process at once, with status 128 + its number, which loses
+//! nothing either: whatever was in flight is simply not committed and is delivered again by the
+//! next run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,7 +44,8 @@ pub fn install(shutdown: CancellationToken, reopen: Arc<AtomicBool>) -> std::io:
                         signal,
                         "second shutdown signal: exiting now; in-flight events stay uncommitted"
                     );
-                    std::process::exit(130);
+                    // The shell's convention for death by a signal: 128 + its number.
+                    std::process::exit(128 + signal);
                 }
                 Some(Command::Shutdown) => {
                     info!(signal, "shutdown requested");

@@ -494,3 +494,53 @@ mod toml_lite {
         panic!("Cargo.toml declares no [[bin]]");
     }
 }
+
+/// A Kubernetes quantity such as `1Gi` or `500M` in bytes.
+fn quantity_bytes(q: &str) -> u64 {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (number, unit) = q.split_at(split);
+    let number: u64 = number.parse().expect("a whole quantity");
+    let scale: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        other => panic!("unexpected unit {other:?} in {q}"),
+    };
+    number * scale
+}
+
+/// The claim must hold what the startup check asks for (generations + 1 files at the configured
+/// size, docs/operations.md) many times over: the claim outlives changes of the settings.
+#[test]
+fn the_filter_claim_holds_the_configured_generations_with_room_to_spare() {
+    for overlay in OVERLAYS {
+        let objects = render(overlay);
+        let claim = find(&objects, "PersistentVolumeClaim", "kube-event-pipe-filters");
+        let storage = claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .expect("a storage request");
+        let config = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
+        let setting =
+            |name: &str, default: &str| config[name].as_str().unwrap_or(default).replace('_', "");
+        let capacity: u64 = setting("KUBE_EVENT_PIPE_FILTER_CAPACITY", "1000000")
+            .parse()
+            .unwrap();
+        let rate: f64 = setting("KUBE_EVENT_PIPE_FILTER_ERROR_RATE", "0.000001")
+            .parse()
+            .unwrap();
+        let generations: u64 = setting("KUBE_EVENT_PIPE_BATCH_COUNT", "3").parse().unwrap();
+        let (bits, _) = kube_event_pipe::dedup::filter::size_for(capacity, rate);
+        let per_generation = kube_event_pipe::dedup::header::HEADER_LEN as u64 + bits / 8;
+        let needed = (generations + 1) * per_generation.div_ceil(4096) * 4096;
+        assert!(
+            quantity_bytes(storage) >= 10 * needed,
+            "{overlay}: claim {storage} for {needed} bytes of filters"
+        );
+    }
+}

@@ -29,18 +29,27 @@ fn kill_9_mid_replay_then_rerun_misses_nothing_and_repeats_at_most_what_was_in_f
     });
     fs::write(&input, &stream.text).unwrap();
     let first = dir.path().join("first.jsonl");
+    // The first run reads stdin and gets only two thirds of the input, with stdin kept open:
+    // it cannot reach the end before the kill, however fast it runs.
     let mut child = pipe(&filters)
-        .arg("--replay-file")
-        .arg(&input)
+        .args(["--replay-file", "-"])
         .arg("--destination")
         .arg(&first)
+        .stdin(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let lines: Vec<&str> = stream.text.split_inclusive('\n').collect();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines[..lines.len() * 2 / 3] {
+        stdin.write_all(line.as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
     wait_for("a third of the events delivered", || {
         (count_lines(&first) >= stream.occurrences.len() / 3).then_some(())
     });
     signal(&child, libc::SIGKILL);
+    drop(stdin);
     let status = wait_exit(&mut child);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),

@@ -446,6 +446,99 @@ fn wrong_credentials_give_a_runtime_error_naming_the_bucket_and_the_403() {
     );
     signal(&child, libc::SIGTERM);
     let status = wait_exit(&mut child);
-    assert!(status.success(), "{status:?}");
+    // Nothing reached the bucket: the shutdown timeout ends the run with the events undelivered.
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let rest = stderr.all();
+    assert!(
+        rest.iter().any(|l| l.starts_with("error: ")
+            && l.contains("accepted events were not delivered to every sink")),
+        "{rest:?}"
+    );
     assert!(server.objects(BUCKET).is_empty());
+}
+
+/// One GET of `/metrics` over a fresh connection; the body.
+fn scrape(addr: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn a_hung_endpoint_is_logged_and_counted_within_the_s3_timeout() {
+    // Takes connections and never answers, like a wedged proxy in front of the store.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = pipe(&dir.path().join("filters"))
+        .args(["--replay-file", "-", "--sink", "s3", "--s3-bucket", BUCKET])
+        .args(["--s3-endpoint", &endpoint, "--s3-force-path-style"])
+        .args(["--aws-region", REGION, "--uid", "test-stream"])
+        .args(["--s3-timeout", "1", "--listen", "127.0.0.1:0"])
+        .envs(pipe_s3_env(SECRET_KEY))
+        .stdin(Stdio::piped())
+        .stderr(fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"{\"kind\":\"Event\",\"metadata\":{\"name\":\"e\",\"namespace\":\"default\"},\"count\":1}\n",
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    let log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let line = wait_for("the stalled upload in the log", || {
+        log()
+            .lines()
+            .find(|l| l.contains("S3 sink failing"))
+            .map(str::to_owned)
+    });
+    let took = started.elapsed();
+    assert!(
+        line.contains("got no answer within 1s (--s3-timeout): the endpoint stalled"),
+        "{line}"
+    );
+    assert!(took < Duration::from_secs(15), "logged after {took:?}");
+    let addr = wait_for("the telemetry address", || {
+        let text = log();
+        let line = text.lines().find(|l| l.contains("telemetry listening"))?;
+        Some(
+            line.split("address=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_owned(),
+        )
+    });
+    let metrics = scrape(&addr);
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kube_event_pipe_sink_errors_total{sink=\"s3\"} "))
+        .unwrap_or_else(|| panic!("no S3 error count in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(errors >= 1.0, "{errors}");
+    signal(&child, libc::SIGKILL);
+    wait_exit(&mut child);
+    drop(stdin);
 }

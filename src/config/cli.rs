@@ -134,7 +134,7 @@ pub struct RunArgs {
     )]
     pub shutdown_timeout: Option<String>,
 
-    /// DEBUG, INFO, WARNING, ERROR, CRITICAL, or a tracing filter such as `kube_event_pipe=debug`. Default: INFO.
+    /// DEBUG, INFO, WARNING, ERROR, CRITICAL (any case), or tracing directives that each name a level, such as `kube_event_pipe=debug,kube=warn`. Default: INFO.
     #[arg(long, env = "KUBE_EVENT_PIPE_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Log format on stderr: `text` or `json`. Default: text.
@@ -243,6 +243,9 @@ pub struct RunArgs {
     #[arg(long, env = "KUBE_EVENT_PIPE_S3_FORCE_PATH_STYLE", value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true")]
     pub s3_force_path_style: Option<String>,
+    /// Longest one upload attempt may take before it fails, is logged and retried (0.1 to 3600, fractions allowed). Default: 30.
+    #[arg(long, env = "KUBE_EVENT_PIPE_S3_TIMEOUT_SEC", value_name = "SECS")]
+    pub s3_timeout: Option<String>,
     /// Object format: `jsonl` (the lines stdout gets) or `protobuf`, gzipped either way. Default: jsonl.
     #[arg(long, env = "KUBE_EVENT_PIPE_S3_FORMAT", value_name = "jsonl|protobuf")]
     pub s3_format: Option<String>,

@@ -87,6 +87,7 @@ const KNOWN_KEYS: &[&str] = &[
     "s3_bucket",
     "s3_endpoint",
     "s3_force_path_style",
+    "s3_timeout",
     "s3_format",
     "s3_storage_class",
     "s3_sse",

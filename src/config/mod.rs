@@ -149,7 +149,7 @@ pub enum Sse {
 }
 
 /// How to reach S3 (shared by the sink and `decode`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Connection {
     /// Default: the SDK's chain (AWS_REGION, the profile), else us-east-1.
     pub region: Option<String>,
@@ -160,6 +160,23 @@ pub struct S3Connection {
     pub endpoint: Option<String>,
     /// `endpoint/bucket/key` instead of `bucket.endpoint/key`. Default false (AWS's style).
     pub force_path_style: bool,
+    /// The longest one request attempt (a PUT with its body, and its answer) may take before it
+    /// fails and is retried (default 30 s). An endpoint that accepts the connection and never
+    /// answers pauses the pipe behind it; this bounds how long that goes unnoticed. Raise it
+    /// for large batches over a slow link.
+    pub timeout: Duration,
+}
+
+impl Default for S3Connection {
+    fn default() -> Self {
+        S3Connection {
+            region: None,
+            profile: None,
+            endpoint: None,
+            force_path_style: false,
+            timeout: defaults::S3_TIMEOUT,
+        }
+    }
 }
 
 /// The S3 sink's settings. Validated whether or not the sink is on, so that a k8stream config
@@ -232,7 +249,7 @@ pub struct Config {
     /// How long shutdown waits for in-flight events. Default [`defaults::SHUTDOWN_TIMEOUT`] (a
     /// pod's default grace period).
     pub shutdown_timeout: Duration,
-    /// A tracing filter directive; Python level names are translated.
+    /// A tracing filter directive; Python level names are translated, and every directive names a level.
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Where /metrics, /healthz and /readyz listen; `None` turns the listener (and metric
@@ -621,6 +638,10 @@ fn s3_settings(get: &impl Fn(&str, &[&str]) -> Option<Raw>) -> Result<S3Settings
                 Some(raw) => raw.parse(parse::boolean)?,
                 None => false,
             },
+            timeout: match get("s3_timeout", &["s3_timeout"]) {
+                Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 3600.0))?,
+                None => defaults::S3_TIMEOUT,
+            },
         },
         format: match get("s3_format", &["s3_format"]) {
             Some(raw) => match raw.parse(|v| parse::one_of(v, &["jsonl", "protobuf"]))? {
@@ -672,6 +693,7 @@ pub fn decode_connection(args: &DecodeArgs) -> Result<S3Connection, ConfigError>
             Some(v) => flag("s3-force-path-style", v).parse(parse::boolean)?,
             None => false,
         },
+        timeout: defaults::S3_TIMEOUT,
     })
 }
 

@@ -97,23 +97,48 @@ pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
     Ok(out)
 }
 
-/// A tracing filter. Python's level names (the Python kube-event-pipe's LOG_LEVEL) are mapped.
+/// A log level or tracing filter. The Python kube-event-pipe's level names (DEBUG, INFO,
+/// WARNING, ERROR, CRITICAL) and tracing's (trace, debug, info, warn, error, off) are accepted
+/// in any case, alone or as the level of a directive (`kube_event_pipe=debug,kube=warn`).
+///
+/// Every directive must name a level: tracing would take a bare word such as `INF0` as a
+/// target (log only what that module logs) and so silence every line, WARN and ERROR included.
 pub(super) fn log_filter(v: &str) -> Result<String, String> {
-    let mapped = match v.to_ascii_uppercase().as_str() {
-        "TRACE" => "trace".to_string(),
-        "DEBUG" => "debug".to_string(),
-        "INFO" => "info".to_string(),
-        "WARN" | "WARNING" => "warn".to_string(),
-        "ERROR" | "CRITICAL" | "FATAL" => "error".to_string(),
-        "OFF" => "off".to_string(),
-        _ => v.to_string(),
+    let requirement = || {
+        "must be DEBUG, INFO, WARNING, ERROR or CRITICAL, or tracing directives with a level such as kube_event_pipe=debug,kube=warn".to_string()
     };
+    let mut directives = Vec::new();
+    for directive in v.split(',').map(str::trim) {
+        if directive.is_empty() {
+            return Err(requirement());
+        }
+        let mapped = match directive.rsplit_once('=') {
+            None => level_name(directive).ok_or_else(requirement)?.to_string(),
+            Some((target, level)) if !target.trim().is_empty() => {
+                format!("{target}={}", level_name(level).ok_or_else(requirement)?)
+            }
+            Some(_) => return Err(requirement()),
+        };
+        directives.push(mapped);
+    }
+    let mapped = directives.join(",");
     tracing_subscriber::EnvFilter::builder()
         .parse(&mapped)
         .map(|_| mapped)
-        .map_err(|_| {
-            "must be DEBUG, INFO, WARNING, ERROR, CRITICAL, or a filter such as kube_event_pipe=debug".into()
-        })
+        .map_err(|_| requirement())
+}
+
+/// A level as tracing spells it, from a Python or tracing level name in any case.
+fn level_name(v: &str) -> Option<&'static str> {
+    Some(match v.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => "trace",
+        "DEBUG" => "debug",
+        "INFO" => "info",
+        "WARN" | "WARNING" => "warn",
+        "ERROR" | "CRITICAL" | "FATAL" => "error",
+        "OFF" => "off",
+        _ => return None,
+    })
 }
 
 /// A stream id used in object keys: it must be one safe path segment.
@@ -236,11 +261,38 @@ mod tests {
     fn python_log_levels_are_translated() {
         assert_eq!(log_filter("WARNING").unwrap(), "warn");
         assert_eq!(log_filter("CRITICAL").unwrap(), "error");
+        assert_eq!(log_filter("info").unwrap(), "info");
+        assert_eq!(log_filter("Warning").unwrap(), "warn");
         assert_eq!(
             log_filter("kube_event_pipe=debug").unwrap(),
             "kube_event_pipe=debug"
         );
+        assert_eq!(
+            log_filter("kube_event_pipe=DEBUG, kube=WARNING").unwrap(),
+            "kube_event_pipe=debug,kube=warn"
+        );
+        assert_eq!(log_filter("info,kube=off").unwrap(), "info,kube=off");
         assert!(log_filter("loud=[").is_err());
+    }
+
+    #[test]
+    fn a_log_level_that_names_no_level_is_refused() {
+        // tracing reads each of these as a target filter, which silences every other line.
+        for typo in [
+            "INF0",
+            "WARNNG",
+            "kube_event_pipe",
+            "info,",
+            "=debug",
+            "kube=verbose",
+            "",
+        ] {
+            assert_eq!(
+                log_filter(typo),
+                Err("must be DEBUG, INFO, WARNING, ERROR or CRITICAL, or tracing directives with a level such as kube_event_pipe=debug,kube=warn".to_string()),
+                "{typo:?}"
+            );
+        }
     }
 
     #[test]

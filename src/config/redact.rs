@@ -270,6 +270,7 @@ impl fmt::Display for Redacted<'_> {
                 "s3_force_path_style",
                 s3.connection.force_path_style.to_string(),
             );
+            push("s3_timeout", secs(s3.connection.timeout));
             if let Some(sse) = &s3.sse {
                 push(
                     "s3_sse",

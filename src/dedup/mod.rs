@@ -87,10 +87,30 @@ impl Clock for ManualClock {
     }
 }
 
-/// Failures of the filter store. `Locked` and `NotWritable` at startup need the operator;
-/// `Io` during rotation or flush is logged by the pipeline and retried at the next occasion.
+/// Failures of the filter store. `Locked`, `NotWritable`, `NotADirectory` and `NoSpace` at
+/// startup need the operator. During a run, `Io` from a flush or an age-due rotation is logged
+/// and retried at the next occasion; a rotation that fails when the newest generation is full
+/// (`NoSpace` or `Io` from [`Ring::commit`]) ends the pipe, since committing on into the full
+/// generation would raise its false-positive rate, and each false positive drops an event.
 #[derive(Debug, Error)]
 pub enum DedupError {
+    #[error(
+        "persistence path {dir} is not a directory; set KUBE_EVENT_PIPE_PERSISTENCE_PATH (--persistence-path) to a directory on the filter volume"
+    )]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "cannot {action} {path}: {needed} bytes needed, {free} bytes free on the volume ({space}); each generation of {capacity} keys at error rate {error_rate} takes {per_generation} bytes, and the ring needs room for generations + 1 of them; mount a larger volume at the persistence path, or lower KUBE_EVENT_PIPE_FILTER_CAPACITY (--filter-capacity) or raise KUBE_EVENT_PIPE_FILTER_ERROR_RATE (--filter-error-rate)",
+        space = Mib(*needed, *free)
+    )]
+    NoSpace {
+        path: PathBuf,
+        action: &'static str,
+        needed: u64,
+        free: u64,
+        per_generation: u64,
+        capacity: u64,
+        error_rate: f64,
+    },
     #[error(
         "persistence directory {dir} is not usable: {source}; mount a writable volume there or set KUBE_EVENT_PIPE_PERSISTENCE_PATH"
     )]
@@ -108,6 +128,21 @@ pub enum DedupError {
         action: &'static str,
         source: std::io::Error,
     },
+}
+
+/// "3.4 MiB needed, 1.0 MiB free": the byte counts of a space error, for a person.
+struct Mib(u64, u64);
+
+impl std::fmt::Display for Mib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: f64 = 1024.0 * 1024.0;
+        write!(
+            f,
+            "{:.1} MiB needed, {:.1} MiB free",
+            self.0 as f64 / MIB,
+            self.1 as f64 / MIB
+        )
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use super::filter;
 use super::header::Header;
-use super::store::{FilterFile, Flush, sync_dir};
+use super::store::{FilterFile, Flush, OpenFileError, free_bytes, is_no_space, sync_dir};
 use super::{Clock, DedupError, RingConfig, SystemClock};
 use crate::event::OccurrenceKey;
 
@@ -26,6 +26,10 @@ const LOOKAHEAD: usize = 4;
 /// Probes prefetched per generation for a check: a new key usually fails on the first or
 /// second, and a key that is present will need the rest anyway.
 const CHECK_PREFETCH: u32 = 2;
+/// After an age-due rotation failed, the next attempt (and its ERROR line) waits this long.
+const ROTATION_RETRY: Duration = Duration::from_secs(60);
+/// The allocation unit assumed when counting a file's space on the volume.
+const BLOCK: u64 = 4096;
 
 /// What the ring reports about one generation.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +48,11 @@ pub struct Ring {
     /// Oldest first; never empty after `open`.
     generations: Vec<FilterFile>,
     quarantined: u64,
+    /// The largest creation time (unix millis) of any generation name seen in the directory,
+    /// quarantined ones included: a new generation is named after it, so no name is reused.
+    newest_name: u64,
+    /// Set when an age-due rotation failed: no new attempt before then.
+    rotation_retry_at: Option<SystemTime>,
     /// Held for the ring's life: the lock is released when the file closes.
     _lock: File,
 }
@@ -57,6 +66,11 @@ pub fn is_generation_name(name: &str) -> bool {
     name.strip_prefix(PREFIX)
         .and_then(|r| r.strip_suffix(SUFFIX))
         .is_some_and(|d| d.len() == 16 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The creation time in a generation file name (quarantined or not).
+fn name_millis(name: &str) -> Option<u64> {
+    name.strip_prefix(PREFIX)?.get(..16)?.parse().ok()
 }
 
 fn unix_millis(t: SystemTime) -> u64 {
@@ -76,6 +90,9 @@ impl Ring {
             dir: dir.clone(),
             source,
         };
+        if std::fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(DedupError::NotADirectory { dir });
+        }
         std::fs::create_dir_all(&dir).map_err(not_writable)?;
         let lock = File::options()
             .create(true)
@@ -96,14 +113,21 @@ impl Ring {
             clock,
             generations: Vec::new(),
             quarantined: 0,
+            newest_name: 0,
+            rotation_retry_at: None,
             _lock: lock,
         };
         for path in ring.scan()? {
             match FilterFile::open(&path) {
                 Ok(g) => ring.generations.push(g),
+                Err(OpenFileError::NoSpace(source)) => {
+                    let needed = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    return Err(ring.no_space(&path, "reserve the blocks of", needed, source));
+                }
                 Err(reason) => ring.quarantine(&path, &reason.to_string())?,
             }
         }
+        ring.check_space()?;
         if ring.generations.is_empty() || ring.newest_is_due() {
             ring.rotate()?;
         } else {
@@ -119,8 +143,9 @@ impl Ring {
 
     /// Lists generation files oldest first; removes half-created ones and reports the Python
     /// tool's filters once (they are left alone: that tool may still own them).
-    fn scan(&self) -> Result<Vec<PathBuf>, DedupError> {
-        let dir = &self.config.dir;
+    fn scan(&mut self) -> Result<Vec<PathBuf>, DedupError> {
+        let dir = self.config.dir.clone();
+        let dir = &dir;
         let entries = std::fs::read_dir(dir).map_err(|source| DedupError::NotWritable {
             dir: dir.clone(),
             source,
@@ -130,6 +155,9 @@ impl Ring {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            if let Some(millis) = name_millis(name) {
+                self.newest_name = self.newest_name.max(millis);
+            }
             if is_generation_name(name) {
                 found.push(entry.path());
             } else if name.starts_with(PREFIX) && name.ends_with(".filter.tmp") {
@@ -150,11 +178,20 @@ impl Ring {
         Ok(found)
     }
 
-    /// Renames a bad file aside, so it can be examined and is never read again.
+    /// Renames a bad file aside, so it can be examined and is never read again. The name
+    /// `<file>.corrupt-<unix ms>` gets a `-2`, `-3`… when taken: a file damaged again within the
+    /// same millisecond must not replace the earlier one (the directory lock keeps other
+    /// processes from racing for the name).
     fn quarantine(&mut self, path: &Path, reason: &str) -> Result<(), DedupError> {
-        let now = unix_millis(self.clock.now()) / 1000;
+        let now = unix_millis(self.clock.now());
         let mut aside = path.as_os_str().to_owned();
         aside.push(format!(".corrupt-{now}"));
+        let mut n = 1;
+        while std::fs::symlink_metadata(&aside).is_ok() {
+            n += 1;
+            aside = path.as_os_str().to_owned();
+            aside.push(format!(".corrupt-{now}-{n}"));
+        }
         std::fs::rename(path, &aside).map_err(|source| DedupError::Io {
             path: path.to_path_buf(),
             action: "rename a corrupt filter aside",
@@ -199,11 +236,14 @@ impl Ring {
         }
     }
 
-    /// Remembers delivered keys. Rotates first whenever the newest generation is full.
+    /// Remembers delivered keys. Rotates first whenever the newest generation is full; when
+    /// that rotation fails (a full volume), the keys from there on are not committed and the
+    /// error is returned: the full generation never takes more than its capacity. Rotation by
+    /// age is the timer's ([`Ring::rotate_if_due`]).
     pub fn commit(&mut self, keys: &[OccurrenceKey]) -> Result<(), DedupError> {
         let mut i = 0;
         while i < keys.len() {
-            if self.newest_is_due() {
+            if self.newest_mut().is_full() {
                 self.rotate()?;
             }
             let newest = self.newest_mut();
@@ -218,13 +258,100 @@ impl Ring {
         Ok(())
     }
 
-    /// The timer's check: rotates when the newest generation has aged out.
+    /// The timer's check: rotates when the newest generation has aged out. After a failure
+    /// the next attempt waits a minute, so a full volume costs one ERROR line per minute while
+    /// the generation, not yet full, keeps taking keys.
     pub fn rotate_if_due(&mut self) -> Result<bool, DedupError> {
-        if self.newest_is_due() {
-            self.rotate()?;
-            return Ok(true);
+        let now = self.clock.now();
+        if self.rotation_retry_at.is_some_and(|at| now < at) || !self.newest_is_due() {
+            return Ok(false);
         }
-        Ok(false)
+        match self.rotate() {
+            Ok(()) => {
+                self.rotation_retry_at = None;
+                Ok(true)
+            }
+            Err(e) => {
+                self.rotation_retry_at = Some(now + ROTATION_RETRY);
+                Err(e)
+            }
+        }
+    }
+
+    /// The size of a new generation file with the configured parameters.
+    pub fn generation_len(&self) -> u64 {
+        let (bit_count, hash_count) =
+            filter::size_for(self.config.capacity, self.config.error_rate);
+        Header {
+            hash_count,
+            bit_count,
+            capacity: self.config.capacity,
+            error_rate: self.config.error_rate,
+            created_at: 0,
+            seed: 0,
+            inserted: 0,
+        }
+        .file_len()
+    }
+
+    /// Fails fast when the volume cannot hold `generations + 1` generation files (the ring at
+    /// its size plus the one being created during a rotation), counting the generations already
+    /// there; and always when it cannot hold the next one.
+    fn check_space(&self) -> Result<(), DedupError> {
+        let dir = &self.config.dir;
+        let per_generation = self.generation_len().div_ceil(BLOCK) * BLOCK;
+        let held: u64 = self
+            .generations
+            .iter()
+            .map(|g| g.header().file_len().div_ceil(BLOCK) * BLOCK)
+            .sum();
+        let files = self.config.generations.max(1) as u64 + 1;
+        let needed = files
+            .saturating_mul(per_generation)
+            .saturating_sub(held)
+            .max(per_generation);
+        let free = free_bytes(dir).map_err(|source| DedupError::NotWritable {
+            dir: dir.clone(),
+            source,
+        })?;
+        if free < needed {
+            return Err(DedupError::NoSpace {
+                path: dir.clone(),
+                action: "keep the filter generations in",
+                needed,
+                free,
+                per_generation: self.generation_len(),
+                capacity: self.config.capacity,
+                error_rate: self.config.error_rate,
+            });
+        }
+        Ok(())
+    }
+
+    /// The error for an allocation the volume refused (or another I/O error, as such).
+    fn no_space(
+        &self,
+        path: &Path,
+        action: &'static str,
+        needed: u64,
+        source: std::io::Error,
+    ) -> DedupError {
+        if !is_no_space(&source) {
+            return DedupError::Io {
+                path: path.to_path_buf(),
+                action: "create a filter generation",
+                source,
+            };
+        }
+        DedupError::NoSpace {
+            path: path.to_path_buf(),
+            action,
+            needed,
+            free: free_bytes(&self.config.dir).unwrap_or(0),
+            per_generation: self.generation_len(),
+            capacity: self.config.capacity,
+            error_rate: self.config.error_rate,
+        }
     }
 
     /// Flushes of the generations with unsynced bits, to run off the dedup stage's thread (the
@@ -281,22 +408,9 @@ impl Ring {
     fn rotate(&mut self) -> Result<(), DedupError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let mut millis = unix_millis(now);
-        if let Some(newest) = self.generations.last() {
-            // Names must sort in creation order even if the clock stepped back.
-            let newest_millis = newest
-                .path()
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| {
-                    n.strip_prefix(PREFIX)?
-                        .strip_suffix(SUFFIX)?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .unwrap_or(0);
-            millis = millis.max(newest_millis + 1);
-        }
+        // Names must sort in creation order even if the clock stepped back, and never reuse
+        // the name of a file seen here before (a quarantined one, say).
+        let millis = unix_millis(now).max(self.newest_name.saturating_add(1));
         let path = self.config.dir.join(generation_name(millis));
         let (bit_count, hash_count) =
             filter::size_for(self.config.capacity, self.config.error_rate);
@@ -309,11 +423,15 @@ impl Ring {
             seed: millis ^ 0x6b65_702d_7365_6564,
             inserted: 0,
         };
-        let generation = FilterFile::create(&path, header).map_err(|source| DedupError::Io {
-            path: path.clone(),
-            action: "create a filter generation",
-            source,
+        let generation = FilterFile::create(&path, header).map_err(|source| {
+            self.no_space(
+                &path,
+                "create the filter generation",
+                header.file_len(),
+                source,
+            )
         })?;
+        self.newest_name = millis;
         self.generations.push(generation);
         self.retire_oldest()?;
         info!(

@@ -55,6 +55,16 @@ pub struct Tally {
     pub deleted_skipped: u64,
     pub emitted: u64,
     pub committed: u64,
+    /// Emitted events every sink acknowledged; `emitted - delivered` were accepted and not
+    /// delivered when the pipe ended (deletions count here too, with `--emit-deleted`).
+    pub delivered: u64,
+}
+
+impl Tally {
+    /// Accepted events that did not reach every sink: the next run delivers them again.
+    pub fn undelivered(&self) -> u64 {
+        self.emitted.saturating_sub(self.delivered)
+    }
 }
 
 /// In-flight keys are already uniform hashes: use their low bits instead of hashing again.
@@ -97,6 +107,8 @@ pub struct DedupStage {
     acked_events: u64,
     /// The emitted count when the source's first complete list had been received.
     ready_at: Option<u64>,
+    /// A commit failed because the full newest generation could not rotate: the pipe stops.
+    failed: Option<DedupError>,
     meters: StageMeters,
 }
 
@@ -154,6 +166,7 @@ impl DedupStage {
             sinks: settings.sinks,
             acked_events: 0,
             ready_at: None,
+            failed: None,
             meters: StageMeters::new(settings.source, settings.generations, settings.by_reason),
         };
         stage.observe_ring();
@@ -161,6 +174,16 @@ impl DedupStage {
     }
 
     /// What the stage did so far.
+    /// The error that ends the pipe: a commit found the newest generation full and could not
+    /// start the next one (see [`Ring::commit`]). Taken once.
+    pub fn take_failure(&mut self) -> Option<DedupError> {
+        self.failed.take()
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     pub fn tally(&self) -> &Tally {
         &self.tally
     }
@@ -302,9 +325,12 @@ impl DedupStage {
         self.acks.remove(&seq);
         let batch = ack.batch;
         self.acked_events += batch.events as u64;
+        self.tally.delivered += batch.events as u64;
         if let Err(e) = self.ring.commit(&batch.keys) {
-            // Delivered but not remembered: a later relist may deliver these again. Never a loss.
-            error!(error = %e, batch = seq, "cannot commit delivered events to the filters; they may be delivered again after a restart");
+            // Delivered but not remembered: a later run delivers these again. Never a loss; but
+            // the full generation cannot take more keys without dropping events, so stop.
+            error!(error = %e, batch = seq, "cannot commit delivered events to the filters; stopping (they are delivered again by the next run)");
+            self.failed.get_or_insert(e);
         } else {
             self.tally.committed += batch.keys.len() as u64;
         }

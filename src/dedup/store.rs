@@ -18,6 +18,10 @@ pub enum OpenFileError {
     Header(#[from] HeaderError),
     #[error("cannot read or map it: {0}")]
     Io(#[from] std::io::Error),
+    /// The file is sound but its blocks cannot all be reserved: the volume is full. Not a
+    /// reason to quarantine it; the ring reports it as a space shortage.
+    #[error("cannot reserve its blocks: {0}")]
+    NoSpace(std::io::Error),
 }
 
 /// A mapped generation. The map is a raw mapping shared with [`Flush`] handles, so the
@@ -56,6 +60,16 @@ impl FilterFile {
         let mut head = [0u8; HEADER_LEN];
         let got = read_prefix(&file, &mut head)?;
         let header = Header::sanity_check(&head[..got], len)?;
+        // A file written sparse (by an earlier version, or copied with holes) would take its
+        // blocks only when a page of the map is first touched; on a full volume that is a
+        // SIGBUS. Reserving them now turns it into an error here.
+        reserve(&file, len).map_err(|e| {
+            if is_no_space(&e) {
+                OpenFileError::NoSpace(e)
+            } else {
+                OpenFileError::Io(e)
+            }
+        })?;
         // The length matches the header (checked above) and this process holds the directory
         // lock, so no other kube-event-pipe truncates the file while it is mapped.
         let map = MmapOptions::new().map_raw(&file)?;
@@ -73,7 +87,8 @@ impl FilterFile {
 
     /// Creates a new generation at `path`: written and sized under a temporary name, synced,
     /// renamed into place, and the directory synced, so a crash leaves either no file or a
-    /// complete one.
+    /// complete one. Every block is reserved before the file is mapped, so a full volume is an
+    /// `ENOSPC` error here (and the temporary file is removed) instead of a SIGBUS later.
     pub fn create(path: &Path, header: Header) -> std::io::Result<Self> {
         let tmp = path.with_extension("filter.tmp");
         let file = OpenOptions::new()
@@ -82,7 +97,11 @@ impl FilterFile {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        file.set_len(header.file_len())?;
+        if let Err(e) = reserve(&file, header.file_len()) {
+            drop(file);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let mut generation = FilterFile {
             path: path.to_path_buf(),
             header,
@@ -176,6 +195,75 @@ impl FilterFile {
             map: Arc::clone(&self.map),
         })
     }
+}
+
+/// Allocates every block of the file's first `len` bytes (extending it to `len`), so that no
+/// later store through a mapping of it can fault for want of space. Data already in the file is
+/// kept. Where the filesystem has no fallocate, each block is read and written back instead.
+pub fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(off_len) = libc::off_t::try_from(len) else {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    loop {
+        // SAFETY: posix_fallocate on a descriptor this function borrows for the call; it
+        // touches no memory of ours.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            libc::EOPNOTSUPP | libc::EINVAL => return rewrite_in_place(file, len),
+            errno => return Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// The fallback of [`reserve`]: rewrites every block with its own content (zeros past the end),
+/// which allocates it on any filesystem.
+fn rewrite_in_place(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut at = 0u64;
+    while at < len {
+        let n = chunk.len().min((len - at) as usize);
+        let buf = &mut chunk[..n];
+        buf.fill(0);
+        let mut got = 0;
+        while got < n {
+            match file.read_at(&mut buf[got..], at + got as u64) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        file.write_all_at(buf, at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Whether an I/O error means the volume (or the user's quota on it) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Bytes an unprivileged process may still allocate on the volume holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stat` is a
+    // properly sized buffer that statvfs fills when it returns 0.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between libc targets
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// Reads up to `buf.len()` bytes from the start of the file.

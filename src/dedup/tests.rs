@@ -116,7 +116,8 @@ fn changed_parameters_keep_old_generations_readable() {
     assert!(ring.contains(key(1)));
 }
 
-/// Damages the only generation in `dir` with `damage`, reopens, and checks the ring recovered.
+/// Damages the only generation in `dir` with `damage`, reopens, and checks that the damaged
+/// file was moved aside as it was and that a fresh, empty generation took its place.
 fn quarantined_after(damage: impl FnOnce(&std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -126,16 +127,28 @@ fn quarantined_after(damage: impl FnOnce(&std::path::Path)) {
     let files = generation_files(dir.path());
     let path = dir.path().join(&files[0]);
     damage(&path);
+    let damaged = std::fs::read(&path).unwrap();
     let mut ring = Ring::open(config(dir.path())).unwrap();
     assert_eq!(ring.quarantined_total(), 1);
-    assert!(!path.exists() || generation_files(dir.path()) != files);
     let aside: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.contains(".corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "the bad file is kept aside for examination");
-    // The ring keeps working on a fresh generation.
+    assert!(aside[0].starts_with(&files[0]), "{aside:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join(&aside[0])).unwrap(),
+        damaged,
+        "kept as it was found"
+    );
+    // The one generation now is a fresh one, under a name of its own: it remembers nothing.
+    let gens = ring.generations();
+    assert_eq!(gens.len(), 1);
+    assert_eq!(gens[0].inserted, 0);
+    assert_ne!(gens[0].path, path, "a new name, never the damaged file's");
+    assert!(!ring.contains(key(1)));
+    // The ring keeps working on it.
     ring.commit(&[key(2)]).unwrap();
     assert!(ring.contains(key(2)));
     assert_eq!(generation_files(dir.path()).len(), 1);
@@ -240,4 +253,102 @@ fn inspect_reports_each_generation_and_marks_corrupt_ones() {
     assert_eq!(json["generations"][0]["created_at"], "2027-01-15T08:00:00Z");
     // inspect changed nothing: the corrupt file is still in place.
     assert_eq!(generation_files(dir.path()), files);
+}
+
+#[test]
+fn a_file_damaged_twice_within_a_second_keeps_both_quarantined_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    // A clock that stands still: both quarantines happen in the same millisecond.
+    let clock = clock();
+    let name = {
+        let ring = Ring::open_with_clock(config(dir.path()), clock.clone()).unwrap();
+        ring.generations()[0].path.clone()
+    };
+    std::fs::write(&name, b"first damage").unwrap();
+    drop(Ring::open_with_clock(config(dir.path()), clock.clone()).unwrap());
+    // The same name damaged again (a restored backup, say).
+    std::fs::write(&name, b"second damage").unwrap();
+    let ring = Ring::open_with_clock(config(dir.path()), clock.clone()).unwrap();
+    assert_eq!(ring.quarantined_total(), 1);
+    let mut kept: Vec<Vec<u8>> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        vec![b"first damage".to_vec(), b"second damage".to_vec()]
+    );
+}
+
+#[test]
+fn a_persistence_path_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("filters");
+    std::fs::write(&file, b"").unwrap();
+    let err = Ring::open(config(&file)).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "persistence path {} is not a directory; set KUBE_EVENT_PIPE_PERSISTENCE_PATH (--persistence-path) to a directory on the filter volume",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn a_full_generation_that_cannot_rotate_takes_no_more_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut ring = Ring::open_with_clock(config(dir.path()), clock.clone()).unwrap();
+    // The next generation's temporary file cannot be created: its name is taken by a directory.
+    let newest = generation_files(dir.path()).pop().unwrap();
+    let millis: u64 = newest[4..20].parse().unwrap();
+    std::fs::create_dir(
+        dir.path()
+            .join(format!("kep-{:016}.filter.tmp", millis + 1)),
+    )
+    .unwrap();
+    let keys: Vec<_> = (0..1_500).map(key).collect();
+    let err = ring.commit(&keys).err().unwrap();
+    assert!(matches!(err, DedupError::Io { .. }), "{err}");
+    let gens = ring.generations();
+    assert_eq!(gens.len(), 1);
+    assert_eq!(
+        gens[0].inserted, 1_000,
+        "filled to its capacity and not past it"
+    );
+    assert!(ring.contains(key(999)));
+    // Later keys are not remembered (they are delivered again), and a retry fails the same way.
+    assert!(ring.commit(&[key(2_000)]).is_err());
+    assert_eq!(ring.generations()[0].inserted, 1_000);
+}
+
+#[test]
+fn a_failed_rotation_by_age_is_retried_after_a_minute_not_at_every_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let mut ring = Ring::open_with_clock(config(dir.path()), clock.clone()).unwrap();
+    let newest = generation_files(dir.path()).pop().unwrap();
+    let millis: u64 = newest[4..20].parse().unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let blocked = dir
+        .path()
+        .join(format!("kep-{:016}.filter.tmp", millis + 3_600_000));
+    std::fs::create_dir(&blocked).unwrap();
+    assert!(ring.rotate_if_due().is_err());
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        !ring.rotate_if_due().unwrap(),
+        "no new attempt within the minute"
+    );
+    // Not full, so it still takes keys meanwhile.
+    ring.commit(&[key(7)]).unwrap();
+    std::fs::remove_dir(&blocked).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert!(ring.rotate_if_due().unwrap());
+    assert_eq!(ring.generations().len(), 2);
+    assert!(ring.contains(key(7)));
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Failure, Sink, SinkContext, SinkError};
 use crate::flow::Batch;
@@ -64,15 +64,30 @@ impl FileSink {
 
 impl FileSink {
     /// Opens (creating) the file. `reopen_requested` is set by the SIGHUP handler.
+    ///
+    /// A file that does not end in a newline is repaired first: its last line is the fragment
+    /// of a batch cut short by a crash (kill -9, a full disk at shutdown). That batch was never
+    /// acknowledged, so its events are delivered again; left in place, the fragment would run
+    /// into the first new line and make it unparseable. It is cut off and the cut logged.
     pub fn open(
         path: &Path,
         fsync: bool,
         reopen_requested: Arc<AtomicBool>,
     ) -> Result<Self, SinkError> {
-        let (file, identity) = open_append(path).map_err(|source| SinkError::Open {
+        let open_error = |source| SinkError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let (file, identity) = open_append(path).map_err(open_error)?;
+        match cut_torn_tail(path, &file) {
+            Ok(0) => {}
+            Ok(cut) => warn!(
+                path = %path.display(),
+                bytes = cut,
+                "output file ended in a partial line from an interrupted run; cut it off (its events are delivered again)"
+            ),
+            Err(source) => return Err(open_error(source)),
+        }
         Ok(FileSink {
             path: path.to_path_buf(),
             file: Arc::new(file),
@@ -141,6 +156,42 @@ impl FileSink {
             &source,
         )
     }
+}
+
+/// Truncates a regular file after its last newline (to nothing when it has none); returns the
+/// bytes cut. Other kinds of file (a FIFO, /dev/stdout, a terminal) are left alone.
+fn cut_torn_tail(path: &Path, file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let meta = file.metadata()?;
+    let len = meta.len();
+    if !meta.is_file() || len == 0 {
+        return Ok(0);
+    }
+    // The sink's descriptor is write-only (a FIFO opened for reading too would never block
+    // for its reader); read through a second one.
+    let reader = File::open(path)?;
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        reader.read_exact_at(buf, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', buf) {
+            let keep = start + i as u64 + 1;
+            if keep == len {
+                return Ok(0);
+            }
+            return truncate(file, keep, len);
+        }
+        end = start;
+    }
+    truncate(file, 0, len)
+}
+
+fn truncate(file: &File, keep: u64, len: u64) -> std::io::Result<u64> {
+    file.set_len(keep)?;
+    file.sync_data()?;
+    Ok(len - keep)
 }
 
 fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
@@ -225,6 +276,26 @@ mod tests {
         flag.store(true, Ordering::Release);
         write(&mut s, "1\n");
         assert!(!flag.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_partial_last_line_from_a_crash_is_cut_before_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        let (mut s, _) = sink(dir.path());
+        write(&mut s, "{\"c\":3}\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+        // A file that is nothing but a fragment is emptied; a whole file is left as it is.
+        std::fs::write(&path, "{\"torn\":").unwrap();
+        drop(sink(dir.path()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        std::fs::write(&path, "whole\n").unwrap();
+        drop(sink(dir.path()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole\n");
     }
 
     #[test]

@@ -46,6 +46,8 @@ struct TopLevel<'a> {
 
 const WATCH_TYPES: &[&str] = &["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"];
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Opens the input and starts a reader thread that feeds `tx` until the input ends or the
 /// receiver is dropped.
 ///
@@ -132,11 +134,16 @@ fn read_all<R: Read>(
     let mut chunks = Vec::new();
     let mut batch = Vec::with_capacity(HANDOFF_BATCH);
     let mut line = Vec::with_capacity(4096);
+    let mut first = true;
     loop {
         line.clear();
         let n = read_line_capped(&mut reader, &mut line).map_err(ReadEnd::Io)?;
         if n == 0 {
             break;
+        }
+        // A UTF-8 byte-order mark (Windows editors, PowerShell's `Out-File`) is not JSON.
+        if std::mem::take(&mut first) && line.starts_with(UTF8_BOM) {
+            line.drain(..UTF8_BOM.len());
         }
         splitter.push_line(&line, &mut chunks);
         for chunk in chunks.drain(..) {
@@ -251,8 +258,26 @@ impl std::fmt::Display for SerdeReason<'_> {
 
 /// What one top-level value holds: records (each possibly bad), or a reason it holds none.
 fn classify(value: &RawValue) -> Result<Vec<Result<EventRecord, String>>, String> {
-    let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|_| {
-        "expected a JSON object: a watch envelope, an Event or an EventList".to_string()
+    let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|e| {
+        if !value.get().starts_with('{') {
+            return "expected a JSON object: a watch envelope, an Event or an EventList"
+                .to_string();
+        }
+        // An object, but not one of those shapes. serde names a repeated member as
+        // "duplicate field `type`"; anything else is a member of the wrong type.
+        let text = e.to_string();
+        let text = text.rfind(" at line ").map_or(text.as_str(), |i| &text[..i]);
+        match text
+            .strip_prefix("duplicate field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            Some(member) => format!(
+                "the object has the member {member:?} more than once; each member name may appear once in a JSON object"
+            ),
+            None => format!(
+                "not a watch envelope, an Event or an EventList: {text}"
+            ),
+        }
     })?;
     let record =
         |change, raw: &RawValue| EventRecord::from_raw(change, raw).map_err(|e| e.to_string());

@@ -36,7 +36,7 @@ pub async fn client(connection: &S3Connection) -> Client {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(60))
+                .operation_attempt_timeout(connection.timeout)
                 .build(),
         )
         .force_path_style(connection.force_path_style);

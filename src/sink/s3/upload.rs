@@ -13,6 +13,7 @@ use super::layout::ObjectLayout;
 use crate::config::{ObjectFormat, S3Settings, Sse};
 use crate::encode::object::gzip;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::flow::Batch;
 use crate::sink::{Deliver, Failure};
@@ -24,6 +25,8 @@ pub struct S3Sink {
     layout: ObjectLayout,
     storage_class: Option<String>,
     sse: Option<Sse>,
+    /// `--s3-timeout`: the SDK ends an attempt that takes longer.
+    timeout: Duration,
     /// The object of the batch being uploaded, kept across retries so a retry neither gzips
     /// again nor changes the key.
     prepared: Option<Prepared>,
@@ -50,6 +53,7 @@ impl S3Sink {
             layout,
             storage_class: settings.storage_class.clone(),
             sse: settings.sse.clone(),
+            timeout: settings.connection.timeout,
             prepared: None,
         }
     }
@@ -87,13 +91,29 @@ impl S3Sink {
         put.send()
             .await
             .map(|_| ())
-            .map_err(|e| classify(&self.bucket, key, e))
+            .map_err(|e| classify(&self.bucket, key, self.timeout, e))
     }
 }
 
 /// Sorts a failed PUT for the retry policy: transient failures retry with the backoff, a 403
 /// or another 4xx waits for an operator on the slow timer.
-fn classify(bucket: &str, key: &str, err: SdkError<PutObjectError, HttpResponse>) -> Failure {
+fn classify(
+    bucket: &str,
+    key: &str,
+    timeout: Duration,
+    err: SdkError<PutObjectError, HttpResponse>,
+) -> Failure {
+    if let SdkError::TimeoutError(_) = err {
+        // The endpoint took the connection and did not answer: a hung store (or a batch too
+        // large for the link). Logged now, not when the kernel gives up on the connection.
+        return Failure::retry(
+            "timeout",
+            format!(
+                "S3 PUT s3://{bucket}/{key} got no answer within {}s (--s3-timeout): the endpoint stalled; check it, or raise --s3-timeout for large batches over a slow link",
+                timeout.as_secs_f64()
+            ),
+        );
+    }
     let status = match &err {
         SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
         _ => None,

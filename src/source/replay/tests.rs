@@ -141,3 +141,38 @@ fn decode_all_reads_a_whole_input_like_the_thread_does() {
     let (records, malformed) = super::decode_all(&bad);
     assert_eq!((records.len(), malformed), (20, 2));
 }
+
+#[test]
+fn a_byte_order_mark_before_the_first_value_is_skipped() {
+    let text = format!("\u{feff}{}\n{}\n", ev("a", 1), ev("b", 1));
+    let (records, stats) = replay(&text);
+    let got: Vec<_> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(got, vec!["a", "b"]);
+    assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn an_object_with_a_repeated_member_is_reported_as_such() {
+    let reasons = classify_reason(r#"{"type":"ADDED","type":"MODIFIED","object":{}}"#);
+    assert_eq!(
+        reasons,
+        r#"the object has the member "type" more than once; each member name may appear once in a JSON object"#
+    );
+    let reasons = classify_reason(r#"{"type":"ADDED","object":5,"metadata":{},"metadata":{}}"#);
+    assert!(
+        reasons.contains(r#"member "metadata" more than once"#),
+        "{reasons}"
+    );
+    assert_eq!(
+        classify_reason("[1, 2]"),
+        "expected a JSON object: a watch envelope, an Event or an EventList"
+    );
+}
+
+fn classify_reason(text: &str) -> String {
+    let value: &RawValue = serde_json::from_str(text).unwrap();
+    match classify(value) {
+        Err(reason) => reason,
+        Ok(_) => panic!("{text} was accepted"),
+    }
+}
