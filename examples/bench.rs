@@ -10,6 +10,13 @@
 //! - (b) steady watch: the pipe is ready on an empty server, then a stream of synthetic
 //!   envelopes (10 % repeats as MODIFIED, 2 % DELETED) arrives; done at the last new line.
 //! - (c) restart over (a)'s state: done when the pipe reports ready; it must write 0 lines.
+//! - latency: the pipe is ready on an empty server, then new occurrences arrive at a steady
+//!   10, 1,000 and 20,000 events/s (`--rates`), each rate with a fresh server and pipe at the
+//!   default flags. The server stamps when each event becomes visible to watches; the bench
+//!   notes when its line is in the output file (inotify) and when it is durable (the bench's own
+//!   fdatasync of the file, which returns once the pipe's sync in progress, or its own, is done),
+//!   and reports p50/p99/max of both, the pipe's CPU per event and its peak RSS. The p50 of the
+//!   first and the last fifth of the events shows whether a backlog grows.
 //!
 //! `--enrich` runs the same scenarios with enrichment on, the servers holding every object the
 //! events name, so the difference is what enrichment costs per event.
@@ -22,7 +29,7 @@
 #[path = "../tests/support/fake_api.rs"]
 mod fake_api;
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +46,10 @@ struct Options {
     binary: PathBuf,
     work: PathBuf,
     extra: Vec<String>,
+    /// Run the throughput scenarios (a), (b), (c).
+    throughput: bool,
+    /// Event rates of the latency scenario; empty skips it.
+    rates: Vec<f64>,
 }
 
 fn main() {
@@ -67,6 +78,17 @@ fn main() {
             format!(", extra flags: {}", options.extra.join(" "))
         }
     );
+    if options.throughput {
+        throughput(&options, &runtime);
+    }
+    if !options.rates.is_empty() {
+        latency(&options);
+    }
+    let _ = std::fs::remove_dir_all(&options.work);
+}
+
+/// Scenarios (a), (b) and (c).
+fn throughput(options: &Options, runtime: &tokio::runtime::Runtime) {
     println!(
         "{:<28} {:>9} {:>10} {:>12} {:>9} {:>12} {:>10} {:>9}",
         "scenario", "events", "wall s", "events/s", "ceiling", "CPU µs/ev", "peak RSS", "lines"
@@ -82,13 +104,13 @@ fn main() {
     let ceiling = runtime.block_on(raw_list(server.kubeconfig(), present));
     let state = options.work.join("state-a");
     let out = options.work.join("out-a.jsonl");
-    let cold = run_pipe(&options, server.kubeconfig(), &state, &out, None, |p| {
+    let cold = run_pipe(options, server.kubeconfig(), &state, &out, None, |p| {
         p.wait_lines(present as u64)
     });
     row("(a) cold list", present, &cold, Some(ceiling));
 
     let out_c = options.work.join("out-c.jsonl");
-    let restart = run_pipe(&options, server.kubeconfig(), &state, &out_c, None, |p| {
+    let restart = run_pipe(options, server.kubeconfig(), &state, &out_c, None, |p| {
         p.wait_ready()
     });
     row("(c) restart, filters present", present, &restart, None);
@@ -122,7 +144,7 @@ fn main() {
     let out = options.work.join("out-b.jsonl");
     let expected = stream.occurrences.len() as u64;
     let steady = run_pipe(
-        &options,
+        options,
         server.kubeconfig(),
         &options.work.join("state-b"),
         &out,
@@ -139,7 +161,275 @@ fn main() {
     if steady.lines != expected || cold.lines != present as u64 {
         fail("a scenario wrote a different number of lines than expected");
     }
-    let _ = std::fs::remove_dir_all(&options.work);
+}
+
+/// One rate of the latency scenario.
+struct LatencyRun {
+    rate: f64,
+    events: usize,
+    /// Events per second the generator achieved.
+    sent_rate: f64,
+    /// From visible in the API to the line in the file, and to the line durable, per event.
+    in_file: Vec<Duration>,
+    durable: Vec<Duration>,
+    /// p50 to durable of the first and the last fifth of the events, by resourceVersion.
+    first_fifth: Duration,
+    last_fifth: Duration,
+    measured: Measured,
+}
+
+/// The latency scenario at each rate of `--rates`.
+fn latency(options: &Options) {
+    println!();
+    println!(
+        "latency from visible in the API to the line in the file / durable (fdatasync), ms; default flags"
+    );
+    println!(
+        "{:>8} {:>7} {:>8} {:>23} {:>23} {:>17} {:>9} {:>9}",
+        "rate/s",
+        "events",
+        "sent/s",
+        "in file p50/p99/max",
+        "durable p50/p99/max",
+        "p50 first/last 5th",
+        "CPU µs/ev",
+        "peak RSS"
+    );
+    for (i, &rate) in options.rates.iter().enumerate() {
+        let run = latency_run(options, rate, i);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let triple = |v: &[Duration]| {
+            format!(
+                "{:.1}/{:.1}/{:.1}",
+                ms(percentile(v, 0.50)),
+                ms(percentile(v, 0.99)),
+                ms(percentile(v, 1.0))
+            )
+        };
+        println!(
+            "{:>8} {:>7} {:>8.0} {:>23} {:>23} {:>17} {:>9.2} {:>5.1} MiB",
+            run.rate,
+            run.events,
+            run.sent_rate,
+            triple(&run.in_file),
+            triple(&run.durable),
+            format!("{:.1}/{:.1}", ms(run.first_fifth), ms(run.last_fifth)),
+            run.measured.cpu.as_secs_f64() * 1e6 / run.events as f64,
+            run.measured.peak_rss_kib as f64 / 1024.0,
+        );
+        if run.measured.lines != run.events as u64 {
+            fail(&format!(
+                "the latency run at {rate}/s wrote {} lines for {} events",
+                run.measured.lines, run.events
+            ));
+        }
+    }
+}
+
+/// A fresh server and pipe; `rate` events a second for 5 s (at least 100 events).
+fn latency_run(options: &Options, rate: f64, index: usize) -> LatencyRun {
+    let events = ((rate * 5.0) as usize).max(100);
+    // Every envelope a new occurrence: new events and repeats with a higher count.
+    let stream = generate(&SynthConfig {
+        envelopes: events,
+        seed: 11 + index as u64,
+        duplicate_ratio: 0.0,
+        deleted_ratio: 0.0,
+        ..SynthConfig::default()
+    });
+    let lines: Vec<&str> = stream.text.lines().collect();
+    let server = fake_api::ApiServer::start();
+    let out = options.work.join(format!("out-latency-{index}.jsonl"));
+    let mut seen: Vec<(u64, Instant, Instant)> = Vec::with_capacity(events);
+    let mut sent_for = Duration::ZERO;
+    let measured = run_pipe(
+        options,
+        server.kubeconfig(),
+        &options.work.join(format!("state-latency-{index}")),
+        &out,
+        Some(&|| server.stamp_visibility()),
+        |pipe| {
+            std::thread::scope(|scope| {
+                let generator = scope.spawn(|| send_at_rate(&server, &lines, rate));
+                watch_lines(pipe, events, &mut seen);
+                sent_for = generator
+                    .join()
+                    .unwrap_or_else(|_| fail("the generator panicked"));
+            });
+        },
+    );
+    let visible = server.visible_at();
+    let since = |rv: u64, at: Instant| {
+        let i = visible.partition_point(|(v, _)| *v < rv);
+        match visible.get(i) {
+            Some((v, stamp)) if *v == rv => at.saturating_duration_since(*stamp),
+            _ => fail(&format!(
+                "a line with resourceVersion {rv} the server never stamped"
+            )),
+        }
+    };
+    seen.sort_by_key(|(rv, _, _)| *rv);
+    let in_file: Vec<Duration> = seen.iter().map(|&(rv, f, _)| since(rv, f)).collect();
+    let durable: Vec<Duration> = seen.iter().map(|&(rv, _, d)| since(rv, d)).collect();
+    let fifth = (durable.len() / 5).max(1);
+    LatencyRun {
+        rate,
+        events,
+        sent_rate: events as f64 / sent_for.as_secs_f64().max(1e-9),
+        first_fifth: percentile(&durable[..fifth.min(durable.len())], 0.5),
+        last_fifth: percentile(&durable[durable.len().saturating_sub(fifth)..], 0.5),
+        in_file,
+        durable,
+        measured,
+    }
+}
+
+/// Adds the envelopes' objects to the server at `rate` a second; returns how long it took.
+fn send_at_rate(server: &fake_api::ApiServer, lines: &[&str], rate: f64) -> Duration {
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < lines.len() {
+        let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(lines.len());
+        if due > sent {
+            server.add_all(lines[sent..due].iter().map(|l| {
+                let mut envelope: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| fail(&format!("synth: {e}")));
+                envelope["object"].take()
+            }));
+            sent = due;
+        } else {
+            // Pacing, not synchronisation: the next event is due then.
+            let next = start + Duration::from_secs_f64(sent as f64 / rate);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
+    start.elapsed()
+}
+
+/// Follows the output file until `events` lines are in it, noting for each line its
+/// resourceVersion, when it was read and when the bench's fdatasync of the file returned.
+fn watch_lines(pipe: &mut Pipe, events: usize, seen: &mut Vec<(u64, Instant, Instant)>) {
+    use std::os::fd::AsRawFd;
+    let mut file = std::fs::File::open(&pipe.out)
+        .unwrap_or_else(|e| fail(&format!("cannot open {}: {e}", pipe.out.display())));
+    let notify = Inotify::watch(&pipe.out);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < events {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => fail(&format!("reading {}: {e}", pipe.out.display())),
+        };
+        if n == 0 {
+            if Instant::now() > deadline {
+                fail(&format!("{} of {events} lines after 120 s", seen.len()));
+            }
+            if let Ok(Some(status)) = pipe.child.try_wait() {
+                fail(&format!(
+                    "the pipe exited ({status}); its log: {}",
+                    pipe.log.display()
+                ));
+            }
+            notify.wait(Duration::from_millis(100));
+            continue;
+        }
+        let in_file = Instant::now();
+        // SAFETY: fdatasync on a descriptor this function owns.
+        if unsafe { libc::fdatasync(file.as_raw_fd()) } != 0 {
+            fail(&format!(
+                "fdatasync of {}: {}",
+                pipe.out.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let durable = Instant::now();
+        pending.extend_from_slice(&buf[..n]);
+        let complete = match memchr::memrchr(b'\n', &pending) {
+            Some(i) => i + 1,
+            None => continue,
+        };
+        for line in pending[..complete].split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            match resource_version(line) {
+                Some(rv) => seen.push((rv, in_file, durable)),
+                None => fail("an output line without metadata.resourceVersion"),
+            }
+        }
+        pending.drain(..complete);
+    }
+    pipe.lines = seen.len() as u64;
+    pipe.read = file.stream_position().unwrap_or(0);
+}
+
+/// `metadata.resourceVersion` of an output line (the first after `"metadata":`, which the
+/// synthetic events' involvedObject never precedes).
+fn resource_version(line: &[u8]) -> Option<u64> {
+    let meta = memchr::memmem::find(line, b"\"metadata\":")?;
+    let key = b"\"resourceVersion\":\"";
+    let at = meta + memchr::memmem::find(&line[meta..], key)? + key.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted_or_not: &[Duration], q: f64) -> Duration {
+    if sorted_or_not.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = sorted_or_not.to_vec();
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v[i]
+}
+
+/// An inotify watch for modifications of one file: wakes the bench when the pipe writes,
+/// instead of polling the file.
+struct Inotify(std::fs::File);
+
+impl Inotify {
+    fn watch(path: &Path) -> Inotify {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: plain syscalls; the descriptor is owned by the File from here on.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            fail(&format!(
+                "inotify_init1: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .unwrap_or_else(|_| fail("a path with a NUL byte"));
+        if unsafe { libc::inotify_add_watch(fd, name.as_ptr(), libc::IN_MODIFY) } < 0 {
+            fail(&format!(
+                "inotify_add_watch {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Inotify(file)
+    }
+
+    /// Returns when the file was modified (or at once if it was since the last call), or after
+    /// `timeout`.
+    fn wait(&self, timeout: Duration) {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on a descriptor we own.
+        unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+        let mut drain = [0u8; 4096];
+        while (&self.0).read(&mut drain).is_ok_and(|n| n > 0) {}
+    }
 }
 
 /// Adds synthetic envelopes until about `n` events are present; returns how many are.
@@ -250,15 +540,13 @@ struct Pipe {
 
 impl Pipe {
     fn count_lines(&mut self) -> u64 {
-        if let Ok(mut f) = std::fs::File::open(&self.out) {
-            use std::io::Seek;
-            if f.seek(std::io::SeekFrom::Start(self.read)).is_ok() {
-                let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_ok() {
-                    self.read += buf.len() as u64;
-                    self.lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
-                }
-            }
+        let mut buf = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.out)
+            && f.seek(std::io::SeekFrom::Start(self.read)).is_ok()
+            && f.read_to_end(&mut buf).is_ok()
+        {
+            self.read += buf.len() as u64;
+            self.lines += memchr::memchr_iter(b'\n', &buf).count() as u64;
         }
         self.lines
     }
@@ -496,6 +784,8 @@ fn parse_args() -> Options {
         binary: default_binary,
         work: std::env::temp_dir().join(format!("kep-bench-{}", std::process::id())),
         extra: Vec::new(),
+        throughput: true,
+        rates: vec![10.0, 1_000.0, 20_000.0],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -513,12 +803,28 @@ fn parse_args() -> Options {
             "--binary" => options.binary = value().into(),
             "--enrich" => options.enrich = true,
             "--work-dir" => options.work = value().into(),
+            "--only" => match value().as_str() {
+                "throughput" => options.rates.clear(),
+                "latency" => options.throughput = false,
+                other => fail(&format!("--only takes throughput or latency, not {other}")),
+            },
+            "--rates" => {
+                options.rates = value()
+                    .split(',')
+                    .map(|r| match r.replace('_', "").parse::<f64>() {
+                        Ok(r) if r > 0.0 => r,
+                        _ => fail(&format!(
+                            "--rates takes events per second, e.g. 10,1000; not {r}"
+                        )),
+                    })
+                    .collect()
+            }
             "--" => {
                 options.extra = args.by_ref().collect();
                 break;
             }
             other => fail(&format!(
-                "unknown argument {other}\nusage: bench [--events N] [--enrich] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
+                "unknown argument {other}\nusage: bench [--events N] [--enrich] [--only throughput|latency] [--rates R,R…] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
             )),
         }
     }

@@ -2,8 +2,16 @@
 //! events, and hands each batch to every sink's queue.
 //!
 //! A batch closes when it holds `max_events` events, when its encoded lines reach `max_bytes`,
-//! or when `max_wait` has passed since its first event, whichever comes first; an idle pipe
-//! writes nothing. Batches are encoded here, once, and shared (`Arc`) by every sink.
+//! when the input goes idle (everything queued is in the batch and nothing more is waiting), or
+//! when `max_wait` has passed since its first event, whichever comes first; an idle pipe writes
+//! nothing. Batches are encoded here, once, and shared (`Arc`) by every sink.
+//!
+//! Closing on idle input is what keeps latency low without a tiny interval: a lone event goes
+//! out as soon as it is encoded instead of waiting for `max_wait`. Under load it costs nothing:
+//! while a sink is busy its queue fills, the batcher waits to hand over, events pile up in the
+//! input queue meanwhile, and the next batches fill to `max_events` (batching adapts to what the
+//! slowest sink can take, as a group commit does). `max_wait` stays the upper bound for a batch
+//! whose input never runs dry.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,7 +56,8 @@ impl Fanout {
 }
 
 /// Runs until `input` closes, then sends the last partial batch and returns. Returns early when
-/// a sink queue is closed.
+/// a sink queue is closed. A batch goes out when it is full (events or bytes), when nothing more
+/// is queued behind it, or `max_wait` after its first event.
 pub async fn run(
     mut input: mpsc::Receiver<Accepted>,
     output: Fanout,
@@ -114,6 +123,15 @@ pub async fn run(
                 }
             }
         }
+        // Idle input: everything that was queued is encoded and nothing more is waiting, so
+        // holding the batch open would only add latency. (A stage in front that is still
+        // handing over finds the batcher waiting on a busy sink, and the next batch fills.)
+        if current.events > 0 && input.is_empty() {
+            let ready = close(&mut current, &mut seq, max_events, encoders.proto.is_some());
+            if !output.send(ready).await {
+                return;
+            }
+        }
     }
 }
 
@@ -160,8 +178,23 @@ mod tests {
         mpsc::Receiver<Arc<Batch>>,
         tokio::task::JoinHandle<()>,
     ) {
+        start_with_queue(max_events, max_bytes, max_wait, proto, 64)
+    }
+
+    /// Like `start`, with the sink's queue bounded at `sink_queue` batches.
+    fn start_with_queue(
+        max_events: usize,
+        max_bytes: usize,
+        max_wait: Duration,
+        proto: bool,
+        sink_queue: usize,
+    ) -> (
+        mpsc::Sender<Accepted>,
+        mpsc::Receiver<Arc<Batch>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let (in_tx, in_rx) = mpsc::channel(64);
-        let (out_tx, out_rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel(sink_queue);
         let encoders = Encoders {
             lines: LineEncoder::new(OutputFormat::Raw, None),
             proto: proto.then(|| ProtoEncoder::new(None)),
@@ -175,9 +208,21 @@ mod tests {
         (in_tx, out_rx, task)
     }
 
+    /// Lets the batcher run (on this single-threaded test runtime) until `done` holds.
+    async fn run_until(mut done: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the batcher did not get there in 1000 turns");
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_batch_closes_on_size_or_interval_whichever_first() {
+    async fn a_batch_closes_on_size_and_the_rest_goes_out_when_the_input_is_idle() {
         let (in_tx, mut out_rx, task) = start(3, usize::MAX, Duration::from_secs(5), false);
+        let began = Instant::now();
         for i in 0..4 {
             in_tx.send(accepted(i)).await.unwrap();
         }
@@ -185,13 +230,56 @@ mod tests {
         assert_eq!((first.events, first.keys.len()), (3, 3));
         assert_eq!(first.bytes.iter().filter(|&&b| b == b'\n').count(), 3);
         assert!(first.records.is_none(), "no protobuf unless asked for");
-        // The fourth event waits for the interval (time is paused: this does not sleep).
+        // The fourth event is all that is left: it goes out without waiting for the interval
+        // (time is paused and advances only when every task waits for a timer).
         let second = out_rx.recv().await.unwrap();
         assert_eq!(second.events, 1);
         assert!(second.seq > first.seq);
+        assert_eq!(
+            began.elapsed(),
+            Duration::ZERO,
+            "nothing waited for the interval"
+        );
         drop(in_tx);
         task.await.unwrap();
         assert!(out_rx.recv().await.is_none(), "an idle pipe writes nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_event_goes_out_at_once_however_long_the_interval() {
+        let (in_tx, mut out_rx, task) = start(500, usize::MAX, Duration::from_secs(3600), false);
+        for i in 0..3 {
+            let sent = Instant::now();
+            in_tx.send(accepted(i)).await.unwrap();
+            let batch = out_rx.recv().await.unwrap();
+            assert_eq!((batch.seq, batch.events), (i, 1));
+            assert_eq!(sent.elapsed(), Duration::ZERO, "event {i} waited");
+        }
+        drop(in_tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_the_sink_is_busy_the_next_batch_fills() {
+        // The sink takes one batch at a time and is not reading yet.
+        let (in_tx, mut out_rx, task) =
+            start_with_queue(100, usize::MAX, Duration::from_secs(3600), false, 1);
+        in_tx.send(accepted(0)).await.unwrap();
+        run_until(|| out_rx.len() == 1).await;
+        // The second lone event is closed at once too, but its hand-over waits for the sink.
+        in_tx.send(accepted(1)).await.unwrap();
+        run_until(|| in_tx.capacity() == in_tx.max_capacity()).await;
+        // Meanwhile a burst arrives: it piles up in the input queue.
+        for i in 2..40 {
+            in_tx.send(accepted(i)).await.unwrap();
+        }
+        drop(in_tx);
+        let mut sizes = Vec::new();
+        while let Some(b) = out_rx.recv().await {
+            sizes.push(b.events);
+        }
+        assert_eq!(sizes, vec![1, 1, 38], "the burst went out as one batch");
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

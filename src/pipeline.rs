@@ -16,11 +16,12 @@
 //!   the whole pipe pauses. Nothing accepted is dropped.
 //! - sinks → dedup (acks): unbounded, but never longer than the batches in flight.
 //!
-//! Hence at most `SINK_QUEUE + 4` batches of events await their last ack: in the dedup → batcher
+//! Hence at most `SINK_QUEUE + 7` batches of events await their last ack: in the dedup → batcher
 //! queue, in the open batch, the batch the batcher is handing over, the slowest sink's queue,
-//! and the batch that sink is writing. Acks are applied between source hand-offs, so
-//! accepted-but-uncommitted events stay within `(SINK_QUEUE + 4) × batch_size` + one hand-off
-//! (256), 4,256 at the defaults: the bound on duplicates after a crash. Memory: each sink
+//! and what that sink holds (one batch being written, or up to four written and awaiting a
+//! group fdatasync in the file sink). Acks are applied between source hand-offs, so
+//! accepted-but-uncommitted events stay within `(SINK_QUEUE + 7) × batch_size` + one hand-off
+//! (256), 5,756 at the defaults: the bound on duplicates after a crash. Memory: each sink
 //! queue holds up to `SINK_QUEUE` batches of at most `batch_max_bytes` encoded bytes (plus the
 //! protobuf records when S3 writes protobuf), shared, so about `(SINK_QUEUE + 2) ×
 //! min(batch_size × event size, batch_max_bytes)` in all: about 3 MB at the defaults with 1 KiB

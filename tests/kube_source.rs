@@ -89,13 +89,11 @@ fn events_present_and_arriving_are_delivered_once_and_a_restart_emits_nothing() 
     pipe.wait_lines(expected.len());
     let (lines, _) = pipe.stop();
     assert_lines_exactly_once(&lines, &expected);
-    // The initial list was paginated at the default 500.
+    // The state was read with one streaming list; the only list is the startup probe.
     let stats = server.stats();
+    assert_eq!(stats.streaming_list_requests, 1);
     assert!(
-        stats
-            .list_limits
-            .iter()
-            .all(|l| *l == Some(500) || *l == Some(1)),
+        stats.list_limits.iter().all(|l| *l == Some(1)),
         "list limits {:?}",
         stats.list_limits
     );
@@ -133,17 +131,16 @@ fn compaction_mid_stream_and_on_resume_relists_without_loss_or_repeat() {
 
     // On resume: the pipe cannot connect while events arrive and history is compacted, so
     // its next watch starts from a resourceVersion the server no longer has.
-    let lists_before = server.stats().list_requests;
+    // A relist reads the state again: a streaming list (or a paginated one).
+    let relists = |s: support::fake_api::Stats| s.list_requests + s.streaming_list_requests;
+    let lists_before = relists(server.stats());
     server.stop_listening();
     expected.extend(add_events(&server, "while-away", 300));
     server.compact();
     server.resume_listening();
     pipe.wait_lines(expected.len());
     let (lines, log) = pipe.stop();
-    assert!(
-        server.stats().list_requests > lists_before,
-        "no relist\n{log}"
-    );
+    assert!(relists(server.stats()) > lists_before, "no relist\n{log}");
     assert_lines_exactly_once(&lines, &expected);
 }
 
@@ -296,7 +293,7 @@ fn watches_that_end_at_once_and_empty_make_it_relist_with_backoff() {
     pipe.wait_lines(expected.len());
     let after = server.stats();
     pipe.wait_log("watch keeps ending empty; listing again");
-    // Two empty watches, then one relist (one page) and one good watch: a handful, and
+    // Two empty watches, then one relist (a streaming list) and one good watch: a handful, and
     // within the first backoff steps (0.25 s, 0.5 s, each with jitter) of the reconnect.
     let watches = after.watch_requests - before.watch_requests;
     assert!(watches <= 4, "{watches} watch requests to recover");

@@ -88,8 +88,8 @@ fn kill_9_mid_replay_then_rerun_misses_nothing_and_repeats_at_most_what_was_in_f
         .filter(|k| second_run.contains_key(*k))
         .count();
     // The batcher's input and open batch, the batch it hands over, the sink's queue and the
-    // batch being written (pipeline.rs's module doc).
-    let bound = (SINK_QUEUE + 4) * BATCH_SIZE + SOURCE_HANDOFF;
+    // four batches the file sink may have written and not yet synced (pipeline.rs's module doc).
+    let bound = (SINK_QUEUE + 7) * BATCH_SIZE + SOURCE_HANDOFF;
     eprintln!(
         "first run {} lines, second run {} lines, {repeated} delivered by both (bound {bound})",
         first_run.len(),

@@ -171,6 +171,14 @@ pub struct RunArgs {
     /// Seconds a watch request asks the API server to keep it open. Default: 290.
     #[arg(long, env = "KUBE_EVENT_PIPE_WATCH_TIMEOUT_SEC", value_name = "SECS")]
     pub watch_timeout: Option<String>,
+    /// How the state is read before watching: `stream` (a streaming list, WatchList), `paginate`
+    /// (pages of --list-page-size), or `auto` (stream, else pages). Default: auto.
+    #[arg(
+        long,
+        env = "KUBE_EVENT_PIPE_INITIAL_LIST",
+        value_name = "auto|stream|paginate"
+    )]
+    pub initial_list: Option<String>,
     /// Add the involved object's labels, annotations and owner, and the node, under `enrichment`.
     /// Needs `get` on the kinds looked up (deploy/kustomize/components/enrichment). Default: false.
     #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH", value_name = "BOOL",

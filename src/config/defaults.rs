@@ -42,6 +42,9 @@ pub const LIST_PAGE_SIZE: u32 = 500;
 /// `--watch-timeout`: below kube-apiserver's minimum request timeout (1800 s), so the client
 /// decides when a watch is renewed, and a silently dead connection is noticed.
 pub const WATCH_TIMEOUT: Duration = Duration::from_secs(290);
+/// `--initial-list`: a streaming list where the API server serves one (one pass over its state
+/// instead of a request per page), pages where it does not.
+pub const INITIAL_LIST: super::InitialList = super::InitialList::Auto;
 /// `--s3-timeout`: one upload attempt; a hung endpoint is logged and counted this soon.
 pub const S3_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--enrich-labels` and `--enrich-annotations`: every key.
@@ -95,6 +98,7 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("--file-fsync", code(&FILE_FSYNC)),
         ("--list-page-size", code(&LIST_PAGE_SIZE)),
         ("--watch-timeout", secs(WATCH_TIMEOUT)),
+        ("--initial-list", code(&"auto")),
         ("--s3-timeout", secs(S3_TIMEOUT)),
         ("--enrich-labels", code(&ENRICH_KEYS)),
         ("--enrich-annotations", code(&ENRICH_KEYS)),

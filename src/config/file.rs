@@ -48,6 +48,7 @@ const KNOWN_KEYS: &[&str] = &[
     "enrich_cache_size",
     "enrich_concurrency",
     "watch_timeout",
+    "initial_list",
     "dead_letter_dir",
     "refused_retry_interval",
     "otlp_endpoint",

@@ -78,6 +78,22 @@ pub struct KubeConfig {
     pub list_page_size: u32,
     /// Default [`defaults::WATCH_TIMEOUT`].
     pub watch_timeout: Duration,
+    /// Default [`defaults::INITIAL_LIST`] (`Auto`): a streaming list where the API server serves
+    /// one (it costs the server one pass over its state instead of building every page), pages
+    /// where it does not.
+    pub initial_list: InitialList,
+}
+
+/// How the kube source reads the current state before it watches (and again after a 410).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialList {
+    /// A streaming list, falling back to pages for the rest of the run when the API server
+    /// refuses it (WatchList feature gate off) or answers it with a plain watch (older servers).
+    Auto,
+    /// A streaming list only; a server without one stops the source with the fix in the message.
+    Stream,
+    /// Pages of `list_page_size`, as before streaming lists existed.
+    Paginate,
 }
 
 impl Default for KubeConfig {
@@ -90,6 +106,7 @@ impl Default for KubeConfig {
             label_selector: None,
             list_page_size: defaults::LIST_PAGE_SIZE,
             watch_timeout: defaults::WATCH_TIMEOUT,
+            initial_list: defaults::INITIAL_LIST,
         }
     }
 }
@@ -725,6 +742,14 @@ fn kube_config(
         watch_timeout: match get("watch_timeout", &["watch_timeout"]) {
             Some(raw) => raw.parse(|v| parse::seconds(v, 1.0, 1800.0))?,
             None => defaults.watch_timeout,
+        },
+        initial_list: match get("initial_list", &["initial_list"]) {
+            Some(raw) => match raw.parse(|v| parse::one_of(v, &["auto", "stream", "paginate"]))? {
+                "stream" => InitialList::Stream,
+                "paginate" => InitialList::Paginate,
+                _ => InitialList::Auto,
+            },
+            None => defaults.initial_list,
         },
     })
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::kafka::{KafkaSettings, Password};
 use super::{
-    Config, HeaderSpec, LogFormat, OutputFormat, ReplayInput, SinkConfig, SourceConfig, TlsFiles,
+    Config, HeaderSpec, InitialList, LogFormat, OutputFormat, ReplayInput, SinkConfig,
+    SourceConfig, TlsFiles,
 };
 
 /// Names whose values are never logged, whatever they hold.
@@ -135,6 +136,15 @@ impl fmt::Display for Redacted<'_> {
                 }
                 push("list_page_size", k.list_page_size.to_string());
                 push("watch_timeout", secs(k.watch_timeout));
+                push(
+                    "initial_list",
+                    match k.initial_list {
+                        InitialList::Auto => "auto",
+                        InitialList::Stream => "stream",
+                        InitialList::Paginate => "paginate",
+                    }
+                    .into(),
+                );
             }
             SourceConfig::Replay(input) => {
                 push("source", "replay".into());

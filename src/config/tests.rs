@@ -217,6 +217,7 @@ fn kube_source_options_from_flags_and_file() {
     assert_eq!(k.list_page_size, 100);
     assert_eq!(k.context.as_deref(), Some("prod"));
     assert_eq!(k.watch_timeout, Duration::from_secs(290));
+    assert_eq!(k.initial_list, InitialList::Auto);
 
     let (_d, path) = write_config(
         "namespaces: [a, b]\nlabel_selector: team=x\nwatch_timeout: 60\n",
@@ -228,6 +229,19 @@ fn kube_source_options_from_flags_and_file() {
     assert_eq!(k.namespaces, ["a", "b"]);
     assert_eq!(k.label_selector.as_deref(), Some("team=x"));
     assert_eq!(k.watch_timeout, Duration::from_secs(60));
+
+    let (_d, path) = write_config("initial_list: paginate\n", "yaml");
+    let SourceConfig::Kube(k) = build_from(&["--config", &path]).unwrap().source else {
+        panic!("kube is the default source")
+    };
+    assert_eq!(k.initial_list, InitialList::Paginate);
+    let err = build_from(&["--initial-list", "pages"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--initial-list") && err.contains("auto") && err.contains("paginate"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,6 +4,11 @@
 //! at the current end). For `create` mode, SIGHUP asks for a reopen; and because a forgotten
 //! `postrotate` is a classic way to write into a deleted file for weeks, every batch also compares
 //! the path's inode with the open file's and reopens when they differ.
+//!
+//! With fsync on, batches are group-committed ([`commit`]): the next batches are written while
+//! an fdatasync runs, and one fdatasync acknowledges every batch written before it started.
+
+mod commit;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,19 +19,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
 
-use super::{DeliverBlocking, Failure, Sink, SinkContext, SinkError};
+use super::{Failure, Sink, SinkContext, SinkError};
 use crate::flow::Batch;
 
 /// Opens the file sink for `path`; fails at once when the file cannot be created.
 pub fn open(path: &Path, fsync: bool, ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
     let sink = FileSink::open(path, fsync, ctx.reopen.clone())?;
     let name = format!("file {}", path.display());
-    Ok(Sink::from_blocking("file", "file", name, sink))
+    Ok(Sink::custom("file", "file", name, move |io| {
+        commit::spawn(sink, io)
+    }))
 }
 
 pub struct FileSink {
     path: PathBuf,
-    file: File,
+    /// Shared with the sync thread, which syncs the file a batch was written to even after a
+    /// rotation has replaced it here.
+    file: Arc<File>,
     identity: (u64, u64),
     fsync: bool,
     reopen_requested: Arc<AtomicBool>,
@@ -34,15 +43,22 @@ pub struct FileSink {
     resume: Option<(u64, usize)>,
 }
 
-impl DeliverBlocking for FileSink {
-    fn deliver(&mut self, batch: &Arc<Batch>) -> Result<(), Failure> {
+impl FileSink {
+    /// Appends `batch` (not synced); called again with the same batch after a failure, it
+    /// writes only what the failed attempt did not.
+    fn append_batch(&mut self, batch: &Batch) -> Result<(), Failure> {
         let mut written = match self.resume {
             Some((seq, n)) if seq == batch.seq => n,
             _ => 0,
         };
-        let result = self.write(&batch.bytes, &mut written);
+        let result = self.append(&batch.bytes, &mut written);
         self.resume = result.is_err().then_some((batch.seq, written));
         result
+    }
+
+    /// The file being appended to.
+    fn file(&self) -> &Arc<File> {
+        &self.file
     }
 }
 
@@ -74,7 +90,7 @@ impl FileSink {
         }
         Ok(FileSink {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             identity,
             fsync,
             reopen_requested,
@@ -89,17 +105,23 @@ impl FileSink {
     /// Appends `bytes`, made durable when fsync is on. `written` counts what already reached the
     /// file from an earlier, failed attempt, so a retry does not write those bytes twice.
     pub fn write(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), Failure> {
+        self.append(bytes, written)?;
+        if self.fsync {
+            self.file.sync_data().map_err(|e| self.io_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Appends `bytes` without syncing; see [`Self::write`] for `written`.
+    fn append(&mut self, bytes: &[u8], written: &mut usize) -> Result<(), Failure> {
         self.follow_rotation()?;
         while *written < bytes.len() {
-            match self.file.write(&bytes[*written..]) {
+            match (&*self.file).write(&bytes[*written..]) {
                 Ok(0) => return Err(self.io_error(std::io::ErrorKind::WriteZero.into())),
                 Ok(n) => *written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.io_error(e)),
             }
-        }
-        if self.fsync {
-            self.file.sync_data().map_err(|e| self.io_error(e))?;
         }
         Ok(())
     }
@@ -119,8 +141,9 @@ impl FileSink {
         };
         if let Some(reason) = reason {
             let (file, identity) = open_append(&self.path).map_err(|e| self.io_error(e))?;
-            // The old file needs no sync: with fsync on, every acknowledged batch already is.
-            self.file = file;
+            // The old file is synced by whoever holds the batches written to it (the sync
+            // thread keeps its handle); acknowledged batches already are.
+            self.file = Arc::new(file);
             self.identity = identity;
             info!(path = %self.path.display(), reason, "reopened output file");
         }

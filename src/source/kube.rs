@@ -1,5 +1,7 @@
-//! The kube source: every core/v1 Event of the cluster (or of some namespaces), listed in pages,
-//! then watched from the list's resourceVersion, relisted when the history is gone.
+//! The kube source: every core/v1 Event of the cluster (or of some namespaces), read as a
+//! streaming list where the API server serves one (WatchList: a watch that starts with the
+//! current state) or else listed in pages, then watched from the state's resourceVersion, and
+//! read again when the history is gone.
 //!
 //! The list/watch loop is written here on `kube::Client` rather than taken from kube-runtime's
 //! watcher, for three reasons the watcher cannot meet: it re-watches at once, without backoff
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{SourceError, SourceHealth};
-use crate::config::KubeConfig;
+use crate::config::{InitialList, KubeConfig};
 use crate::event::{Change, EventError, EventRecord};
 use crate::flow::SourceMsg;
 use crate::scan;
@@ -45,6 +47,9 @@ const EMPTY_WATCH: Duration = Duration::from_secs(5);
 /// Empty watches in a row after which the resourceVersion is taken as lost and the source
 /// relists.
 const EMPTY_WATCHES_BEFORE_RELIST: u32 = 2;
+
+/// The annotation of the BOOKMARK that ends the initial events of a streaming list.
+const INITIAL_EVENTS_END: &str = "\"k8s.io/initial-events-end\":\"true\"";
 
 /// Where the RBAC for the source lives, for the message of a 403.
 const RBAC_HINT: &str = "grant get, list and watch on events (deploy/kustomize/base/rbac.yaml)";
@@ -91,6 +96,7 @@ pub async fn start(
             lists_pending: lists_pending.clone(),
             first_list_done: false,
             watching: false,
+            streaming: config.initial_list != InitialList::Paginate,
             config: config.clone(),
             retry: Retry::new(),
             restarts: Restarts::new(),
@@ -249,12 +255,26 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Where a watcher is: the steps of its list/watch cycle.
+enum Phase {
+    /// Read the state in pages of a list.
+    List,
+    /// Read the state as the first events of a watch (a streaming list), then go on watching.
+    Stream,
+    /// Watch the changes after this resourceVersion.
+    Watch(String),
+}
+
 /// How a watch ended.
 enum WatchEnd {
-    /// Watch again from the current resourceVersion.
-    Rewatch,
-    /// The resourceVersion is gone (410, or empty watches in a row): list again.
+    /// Watch again from this resourceVersion.
+    Rewatch(String),
+    /// The state must be read again: the resourceVersion is gone (410, or empty watches in a
+    /// row), or a streaming list broke off before the end of its initial events.
     Relist,
+    /// The API server does not serve streaming lists: it refused the request, or answered it
+    /// as a plain watch.
+    NoStreaming(String),
     /// The pipeline is gone or the source failed for good.
     Stop,
 }
@@ -349,6 +369,8 @@ enum LineOutcome {
     Gone,
     /// Another ERROR event: the watch should be restarted.
     Error(Box<Status>),
+    /// An ordinary bookmark where the end of the initial events was awaited.
+    PlainWatch,
 }
 
 /// A watcher of one scope: list, then watch; relist when the history is gone.
@@ -367,6 +389,8 @@ struct Watcher {
     /// A watch of this scope has been accepted once: from then on a 403 is an outage to wait
     /// out (RBAC being rolled out), not a misconfiguration to stop on.
     watching: bool,
+    /// The state is read with a streaming list; false after the server refused one in `auto`.
+    streaming: bool,
     config: KubeConfig,
     retry: Retry,
     restarts: Restarts,
@@ -392,28 +416,74 @@ impl Restarts {
 
 impl Watcher {
     async fn run(mut self) {
+        let mut phase = self.read_state();
+        let mut empty_watches = 0;
         loop {
-            let Some(version) = self.list().await else {
-                return;
+            let next = match phase {
+                Phase::List => match self.list().await {
+                    Some(version) if self.initial_list_handed_over().await => {
+                        empty_watches = 0;
+                        Some(Phase::Watch(version))
+                    }
+                    _ => None,
+                },
+                Phase::Stream => {
+                    empty_watches = 0;
+                    let end = self.watch(None, &mut empty_watches).await;
+                    self.after(end).await
+                }
+                Phase::Watch(version) => {
+                    let end = self.watch(Some(version), &mut empty_watches).await;
+                    self.after(end).await
+                }
             };
-            if !self.first_list_done {
-                self.first_list_done = true;
-                if self.lists_pending.fetch_sub(1, Ordering::AcqRel) == 1
-                    && self.tx.send(SourceMsg::InitialListSent).await.is_err()
-                {
-                    return;
-                }
-            }
-            let mut version = version;
-            let mut empty_watches = 0;
-            loop {
-                match self.watch(&mut version, &mut empty_watches).await {
-                    WatchEnd::Rewatch => continue,
-                    WatchEnd::Relist => break,
-                    WatchEnd::Stop => return,
-                }
+            match next {
+                Some(p) => phase = p,
+                None => return,
             }
         }
+    }
+
+    /// How the state is read next: streamed if the server serves that, else listed.
+    fn read_state(&self) -> Phase {
+        if self.streaming {
+            Phase::Stream
+        } else {
+            Phase::List
+        }
+    }
+
+    /// The step after a watch; `None` to stop.
+    async fn after(&mut self, end: WatchEnd) -> Option<Phase> {
+        match end {
+            WatchEnd::Rewatch(version) => Some(Phase::Watch(version)),
+            WatchEnd::Relist => Some(self.read_state()),
+            WatchEnd::NoStreaming(reason) => {
+                if self.config.initial_list == InitialList::Stream {
+                    self.fail(SourceError::NoStreamingList {
+                        scope: self.scope.to_string(),
+                        reason,
+                    })
+                    .await;
+                    return None;
+                }
+                info!(scope = %self.scope, %reason, "the API server does not serve streaming lists; listing in pages instead");
+                self.streaming = false;
+                Some(Phase::List)
+            }
+            WatchEnd::Stop => None,
+        }
+    }
+
+    /// Tells the pipeline, once, when the last scope has handed over its first complete state;
+    /// false when the pipeline is gone.
+    async fn initial_list_handed_over(&mut self) -> bool {
+        if self.first_list_done {
+            return true;
+        }
+        self.first_list_done = true;
+        self.lists_pending.fetch_sub(1, Ordering::AcqRel) != 1
+            || self.tx.send(SourceMsg::InitialListSent).await.is_ok()
     }
 
     fn list_request(
@@ -555,18 +625,22 @@ impl Watcher {
         }
     }
 
-    /// One watch request from `version`, read until it ends; `version` follows the events and
-    /// bookmarks read.
-    async fn watch(&mut self, version: &mut String, empty_watches: &mut u32) -> WatchEnd {
+    /// One watch request, read until it ends: from `version`, or, with `None`, a streaming list
+    /// (the current state as ADDED events up to a BOOKMARK annotated
+    /// `k8s.io/initial-events-end`, then the changes after it).
+    async fn watch(&mut self, version: Option<String>, empty_watches: &mut u32) -> WatchEnd {
+        let streaming = version.is_none();
+        let mut version = version.unwrap_or_default();
         let timeout_secs = self.config.watch_timeout.as_secs().max(1) as u32;
         let params = WatchParams {
             field_selector: self.config.field_selector.clone(),
             label_selector: self.config.label_selector.clone(),
             timeout: Some(timeout_secs),
             bookmarks: true,
-            ..WatchParams::default()
+            // With resourceVersionMatch=NotOlderThan and resourceVersion "": the newest state.
+            send_initial_events: streaming,
         };
-        let request = match Request::new(&self.path).watch(&params, version) {
+        let request = match Request::new(&self.path).watch(&params, &version) {
             Ok(r) => r,
             Err(e) => {
                 self.fail(SourceError::KubeConfig(e.to_string())).await;
@@ -576,6 +650,12 @@ impl Watcher {
         let started = Instant::now();
         let stream = match self.client.request_stream(request).await {
             Ok(s) => s,
+            // A server with the WatchList feature gate off answers 422 Invalid ("sendInitialEvents
+            // is forbidden for watch unless the WatchList feature gate is enabled"); one that
+            // predates resourceVersionMatch for watches, 422 or 400 as well.
+            Err(kube::Error::Api(status)) if streaming && matches!(status.code, 400 | 422) => {
+                return WatchEnd::NoStreaming(format!("{} ({})", status.message, status.code));
+            }
             Err(kube::Error::Api(status)) if status.code == 410 => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
                 self.restarts.relist.increment(1);
@@ -593,7 +673,11 @@ impl Watcher {
                 }
                 self.note_failure("cannot watch events", &error_chain(&e))
                     .await;
-                return WatchEnd::Rewatch;
+                return if streaming {
+                    WatchEnd::Relist
+                } else {
+                    WatchEnd::Rewatch(version)
+                };
             }
         };
         self.watching = true;
@@ -603,10 +687,47 @@ impl Watcher {
             partial: Vec::new(),
             batch: Vec::with_capacity(HANDOFF_BATCH),
             version: None,
+            initial: if streaming {
+                InitialEvents::Awaited { events: 0 }
+            } else {
+                InitialEvents::NotAsked
+            },
         };
-        let end = self.read_watch(stream, &mut reader, deadline).await;
+        let end = self
+            .read_watch(stream, &mut reader, deadline, started)
+            .await;
         if let Some(v) = reader.version.take() {
-            *version = v;
+            version = v;
+        }
+        if streaming && !matches!(reader.initial, InitialEvents::Ended) {
+            // The state was not read to its end: it must be read again, whole.
+            return match end {
+                ReadEnd::Stop => WatchEnd::Stop,
+                ReadEnd::PlainWatch => WatchEnd::NoStreaming(
+                    "it answered a streaming list with a plain watch (a bookmark came before the end of the initial events)".into(),
+                ),
+                ReadEnd::Closed => WatchEnd::NoStreaming(
+                    "the watch ended without the bookmark that ends the initial events".into(),
+                ),
+                ReadEnd::Gone => {
+                    self.restarts.relist.increment(1);
+                    self.retry.wait().await;
+                    WatchEnd::Relist
+                }
+                ReadEnd::Error(status) => {
+                    self.note_failure(
+                        "the streaming list reported an error",
+                        &format!("{} ({})", status.message, status.code),
+                    )
+                    .await;
+                    WatchEnd::Relist
+                }
+                ReadEnd::Broken(reason) => {
+                    self.note_failure("the streaming list connection broke", &reason)
+                        .await;
+                    WatchEnd::Relist
+                }
+            };
         }
         match end {
             ReadEnd::Stop => WatchEnd::Stop,
@@ -622,13 +743,15 @@ impl Watcher {
                     &format!("{} ({})", status.message, status.code),
                 )
                 .await;
-                WatchEnd::Rewatch
+                WatchEnd::Rewatch(version)
             }
             ReadEnd::Broken(reason) => {
                 self.note_failure("the watch connection broke", &reason)
                     .await;
-                WatchEnd::Rewatch
+                WatchEnd::Rewatch(version)
             }
+            // Only a streaming list looks for the end of its initial events.
+            ReadEnd::PlainWatch => WatchEnd::Rewatch(version),
             ReadEnd::Closed if reader.received == 0 && started.elapsed() < EMPTY_WATCH => {
                 // An empty watch closed at once: either a blip, or the API server telling us,
                 // without a 410, that it no longer has this resourceVersion.
@@ -644,7 +767,7 @@ impl Watcher {
                     *empty_watches = 0;
                     WatchEnd::Relist
                 } else {
-                    WatchEnd::Rewatch
+                    WatchEnd::Rewatch(version)
                 }
             }
             ReadEnd::Closed => {
@@ -652,7 +775,7 @@ impl Watcher {
                 // The API server answered and ended the watch on time: alive, even if quiet.
                 self.health.progress();
                 debug!(scope = %self.scope, resource_version = %version, "watch ended; watching again");
-                WatchEnd::Rewatch
+                WatchEnd::Rewatch(version)
             }
         }
     }
@@ -662,6 +785,7 @@ impl Watcher {
         stream: impl AsyncBufRead,
         reader: &mut WatchReader,
         deadline: Instant,
+        started: Instant,
     ) -> ReadEnd {
         let mut stream = std::pin::pin!(stream);
         loop {
@@ -690,6 +814,21 @@ impl Watcher {
             }
             if reader.received > 0 {
                 self.recovered();
+            }
+            if let InitialEvents::Reached { events } = reader.initial {
+                // Everything before the end-of-state bookmark is handed over (and perhaps a
+                // few changes after it, which only makes readiness a little later).
+                reader.initial = InitialEvents::Ended;
+                info!(
+                    scope = %self.scope,
+                    events,
+                    resource_version = reader.version.as_deref().unwrap_or_default(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "streamed the initial events"
+                );
+                if !self.initial_list_handed_over().await {
+                    return ReadEnd::Stop;
+                }
             }
             if let Some(end) = outcome {
                 return end;
@@ -751,7 +890,23 @@ enum ReadEnd {
     Error(Box<Status>),
     /// A read failed or the connection went silent.
     Broken(String),
+    /// A streaming list turned out to be a plain watch: an ordinary bookmark came before the
+    /// end of the initial events.
+    PlainWatch,
     Stop,
+}
+
+/// Where a watch is in the initial events of a streaming list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InitialEvents {
+    /// A plain watch: there are none.
+    NotAsked,
+    /// Still reading them; `events` so far.
+    Awaited { events: u64 },
+    /// The bookmark that ends them was read, not yet reported.
+    Reached { events: u64 },
+    /// Reported: the rest is an ordinary watch.
+    Ended,
 }
 
 /// Splits a watch response into lines and lines into records, across reads.
@@ -762,6 +917,7 @@ struct WatchReader {
     batch: Vec<EventRecord>,
     /// The resourceVersion of the last event or bookmark read.
     version: Option<String>,
+    initial: InitialEvents,
 }
 
 impl WatchReader {
@@ -797,6 +953,10 @@ impl WatchReader {
                 }
                 LineOutcome::Error(status) => {
                     end = Some(ReadEnd::Error(status));
+                    break;
+                }
+                LineOutcome::PlainWatch => {
+                    end = Some(ReadEnd::PlainWatch);
                     break;
                 }
             }
@@ -849,6 +1009,13 @@ impl WatchReader {
             "DELETED" => Change::Deleted,
             "BOOKMARK" => {
                 self.received += 1;
+                if let InitialEvents::Awaited { events } = self.initial {
+                    // Bookmarks are rare: a substring search of the line is cheap enough.
+                    if !text.contains(INITIAL_EVENTS_END) {
+                        return LineOutcome::PlainWatch;
+                    }
+                    self.initial = InitialEvents::Reached { events };
+                }
                 if let Some(v) = fields
                     .resource_version
                     .map(|v| v.value(text))
@@ -875,6 +1042,9 @@ impl WatchReader {
             }
         };
         self.received += 1;
+        if let InitialEvents::Awaited { events } = &mut self.initial {
+            *events += 1;
+        }
         if let Some(r) = record(EventRecord::from_scanned(
             change, text, span, &fields, false,
         )) {
@@ -938,7 +1108,55 @@ mod tests {
             partial: Vec::new(),
             batch: Vec::new(),
             version: None,
+            initial: InitialEvents::NotAsked,
         }
+    }
+
+    #[test]
+    fn a_streaming_list_ends_at_the_annotated_bookmark_and_follows_its_version() {
+        let mut r = reader();
+        r.initial = InitialEvents::Awaited { events: 0 };
+        let end = feed_all(
+            &mut r,
+            &[
+                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
+                "\n",
+                r#"{"type":"BOOKMARK","object":{"kind":"Event","apiVersion":"v1","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}"#,
+                "\n",
+                r#"{"type":"ADDED","object":{"metadata":{"name":"b","namespace":"n","resourceVersion":"10"}}}"#,
+                "\n",
+            ],
+        );
+        assert!(end.is_none());
+        assert_eq!(r.initial, InitialEvents::Reached { events: 1 });
+        assert_eq!(r.batch.len(), 2);
+        assert_eq!(r.version.as_deref(), Some("10"));
+        // Once ended, an ordinary bookmark is just a bookmark.
+        r.initial = InitialEvents::Ended;
+        let end = feed_all(
+            &mut r,
+            &["{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}\n"],
+        );
+        assert!(end.is_none());
+        assert_eq!(r.version.as_deref(), Some("12"));
+    }
+
+    #[test]
+    fn an_ordinary_bookmark_before_the_end_of_the_initial_events_means_a_plain_watch() {
+        let mut r = reader();
+        r.initial = InitialEvents::Awaited { events: 0 };
+        let end = feed_all(
+            &mut r,
+            &[
+                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
+                "\n",
+                r#"{"type":"BOOKMARK","object":{"kind":"Event","apiVersion":"v1","metadata":{"resourceVersion":"9"}}}"#,
+                "\n",
+            ],
+        );
+        assert!(matches!(end, Some(ReadEnd::PlainWatch)));
+        // What came before it is kept: delivered now, deduplicated against the list later.
+        assert_eq!(r.batch.len(), 1);
     }
 
     #[test]

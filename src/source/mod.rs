@@ -84,6 +84,10 @@ pub enum SourceError {
         message: String,
         hint: &'static str,
     },
+    #[error(
+        "the Kubernetes API server does not serve streaming lists of events {scope}: {reason}; run with --initial-list auto (or paginate) to list in pages, or enable the WatchList feature gate on the API server"
+    )]
+    NoStreamingList { scope: String, reason: String },
     #[error("the Kubernetes API server refused to {verb} events {scope} ({code}: {message})")]
     Refused {
         verb: &'static str,

@@ -4,6 +4,10 @@
 //! after compaction, field and label selectors, bearer-token identities and 403s. Test hooks
 //! change events, compact history, drop watches, refuse connections, slow the stream, and
 //! answer stale watches the way the real server does for events (200 and an empty stream).
+//! Streaming lists (WatchList: `sendInitialEvents=true`) as kube-apiserver serves them, or, by
+//! a switch, as a server with the feature gate off (422) or one that predates the parameters
+//! (ignored). On request it stamps when each change becomes visible to watchers, for latency
+//! benchmarks.
 //!
 //! Used by the integration tests (a synchronous handle; the server runs its own runtime) and by
 //! `examples/apiserver.rs` for benchmarks.
@@ -42,6 +46,22 @@ pub enum StaleWatch {
     EmptyOk,
 }
 
+/// How the server answers a streaming list (a watch with `sendInitialEvents=true`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchList {
+    /// The WatchList feature on (the default since Kubernetes 1.32): the current state as ADDED
+    /// events, then a BOOKMARK annotated `k8s.io/initial-events-end: "true"` at the state's
+    /// resourceVersion, then the changes after it.
+    On,
+    /// The feature gate off: 422 Invalid, "sendInitialEvents is forbidden for watch unless the
+    /// WatchList feature gate is enabled".
+    GateOff,
+    /// A server that predates the parameters and ignores them: a plain watch, which from an
+    /// empty resourceVersion starts with the current state as ADDED but never says where the
+    /// state ends.
+    Ignored,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub list_requests: u64,
@@ -52,6 +72,8 @@ pub struct Stats {
     pub list_limits: Vec<Option<u64>>,
     /// Watch envelopes written (events, bookmarks, errors).
     pub watch_events_sent: u64,
+    /// Watch requests that asked for the initial events (`sendInitialEvents=true`).
+    pub streaming_list_requests: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -199,6 +221,9 @@ struct Store {
     stale: StaleWatch,
     /// Every watch from a resourceVersion is answered as stale, however recent.
     all_watches_stale: bool,
+    /// When each change (by resourceVersion, ascending) became visible, once asked for.
+    visible: Option<Vec<(u64, std::time::Instant)>>,
+    watch_list: WatchList,
     stats: Stats,
     /// `coordination.k8s.io/v1` Leases by (namespace, name), each with its resourceVersion.
     leases: HashMap<(String, String), (u64, Value)>,
@@ -858,6 +883,66 @@ fn watch_response(inner: Arc<Inner>, q: &HashMap<String, String>, sel: Selector)
     {
         let mut s = inner.store();
         s.stats.watch_requests += 1;
+        let send_initial = q.get("sendInitialEvents").map(String::as_str);
+        if send_initial.is_some() {
+            s.stats.streaming_list_requests += 1;
+        }
+        if s.watch_list != WatchList::Ignored {
+            let problems = watch_list_problems(
+                send_initial,
+                q.get("resourceVersionMatch").map(String::as_str),
+                s.watch_list == WatchList::On,
+            );
+            if !problems.is_empty() {
+                let listed = if problems.len() == 1 {
+                    problems[0].clone()
+                } else {
+                    format!("[{}]", problems.join(", "))
+                };
+                return status(
+                    422,
+                    "Invalid",
+                    &format!("ListOptions.meta.k8s.io \"\" is invalid: {listed}"),
+                );
+            }
+            if send_initial == Some("true") {
+                // The state at the newest resourceVersion at or after the one asked for.
+                if let Some(v) = asked
+                    && v > s.head
+                {
+                    return status(
+                        504,
+                        "Timeout",
+                        &format!("Too large resource version: {v}, current: {}", s.head),
+                    );
+                }
+                for versions in s.objects.values() {
+                    if let Some(o) = versions.last().and_then(|(_, o)| o.as_ref())
+                        && sel.matches(o)
+                    {
+                        o.watch_line("ADDED", &mut initial);
+                    }
+                }
+                // Without bookmarks the end of the initial events is not announced.
+                if bookmarks {
+                    initial.push_str(&format!(
+                        "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"Event\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\",\"creationTimestamp\":null,\"annotations\":{{\"k8s.io/initial-events-end\":\"true\"}}}},\"involvedObject\":{{}},\"reportingComponent\":\"\",\"reportingInstance\":\"\",\"source\":{{}},\"firstTimestamp\":null,\"lastTimestamp\":null,\"eventTime\":null}}}}\n",
+                        s.head
+                    ));
+                }
+                start = s.head;
+                drop(s);
+                let inner2 = inner.clone();
+                tokio::spawn(async move {
+                    stream_watch(inner2, tx, start, sel, bookmarks, timeout, initial).await;
+                });
+                let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+                return Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(stream))
+                    .expect("response");
+            }
+        }
         match asked {
             Some(v) if v < s.compacted || s.all_watches_stale => match s.stale {
                 StaleWatch::EmptyOk => {
@@ -904,6 +989,34 @@ fn watch_response(inner: Arc<Inner>, q: &HashMap<String, String>, sel: Selector)
         .header("content-type", "application/json")
         .body(Body::from_stream(stream))
         .expect("response")
+}
+
+/// What kube-apiserver's validation of watch options says about the streaming-list parameters
+/// (`validateWatchOptions`), one "field: Reason: detail" per problem.
+fn watch_list_problems(
+    send_initial: Option<&str>,
+    version_match: Option<&str>,
+    feature_on: bool,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let version_match = version_match.filter(|m| !m.is_empty());
+    if send_initial.is_some() {
+        if version_match != Some("NotOlderThan") {
+            problems.push("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".to_string());
+        }
+        if !feature_on {
+            problems.push("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled".to_string());
+        }
+    }
+    if let Some(m) = version_match {
+        if send_initial.is_none() {
+            problems.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".to_string());
+        }
+        if m != "NotOlderThan" {
+            problems.push(format!("resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"NotOlderThan\""));
+        }
+    }
+    problems
 }
 
 async fn stream_watch(
@@ -1096,6 +1209,8 @@ impl ApiServer {
                 delay: Duration::ZERO,
                 stale: StaleWatch::Gone,
                 all_watches_stale: false,
+                visible: None,
+                watch_list: WatchList::On,
                 stats: Stats::default(),
                 leases: HashMap::new(),
                 lease_rv: 0,
@@ -1164,8 +1279,44 @@ impl ApiServer {
         &self.kubeconfig
     }
 
+    /// Wakes the watches; the changes from `first` to `head` are visible from here on.
     fn changed(&self, head: u64) {
+        self.changed_since(head, head);
+    }
+
+    fn changed_since(&self, first: u64, head: u64) {
+        let at = std::time::Instant::now();
         self.inner.head_tx.send_replace(head);
+        if let Some(visible) = self.inner.store().visible.as_mut() {
+            visible.extend((first..=head).map(|rv| (rv, at)));
+        }
+    }
+
+    /// From now on, stamps when each change becomes visible (see [`Self::visible_at`]).
+    pub fn stamp_visibility(&self) {
+        self.inner.store().visible.get_or_insert_with(Vec::new);
+    }
+
+    /// When each change since [`Self::stamp_visibility`] became visible to watchers (the store
+    /// unlocked and the watches woken), by resourceVersion, ascending.
+    pub fn visible_at(&self) -> Vec<(u64, std::time::Instant)> {
+        self.inner.store().visible.clone().unwrap_or_default()
+    }
+
+    /// Creates or replaces several events at once (one lock, one wake-up); returns the last
+    /// resourceVersion.
+    pub fn add_all(&self, events: impl IntoIterator<Item = Value>) -> u64 {
+        let (first, head) = {
+            let mut s = self.inner.store();
+            let first = s.head + 1;
+            for event in events {
+                s.put(event);
+            }
+            (first, s.head)
+        };
+        // An empty range when nothing changed: the watches wake, nothing is stamped.
+        self.changed_since(first, head);
+        head
     }
 
     /// Creates or replaces an event (ADDED or MODIFIED); returns its resourceVersion.
@@ -1178,6 +1329,7 @@ impl ApiServer {
     /// Applies watch envelopes, one JSON per line: ADDED/MODIFIED upsert, DELETED deletes.
     pub fn add_envelopes(&self, jsonl: &str) -> u64 {
         let mut s = self.inner.store();
+        let first = s.head + 1;
         for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
             let mut envelope: Value = serde_json::from_str(line).expect("an envelope per line");
             let object = envelope["object"].take();
@@ -1191,7 +1343,8 @@ impl ApiServer {
         }
         let head = s.head;
         drop(s);
-        self.changed(head);
+        // An empty range when nothing changed: the watches wake, nothing is stamped.
+        self.changed_since(first, head);
         head
     }
 
@@ -1276,7 +1429,8 @@ impl ApiServer {
             s.compact();
             s.head
         };
-        self.changed(head);
+        // Nothing new to stamp: compaction only forgets.
+        self.inner.head_tx.send_replace(head);
     }
 
     pub fn drop_watches(&self) {
@@ -1366,6 +1520,11 @@ impl ApiServer {
     /// as if each list's version were compacted away before its watch starts.
     pub fn set_all_watches_stale(&self, on: bool) {
         self.inner.store().all_watches_stale = on;
+    }
+
+    /// How streaming lists are answered from now on (default [`WatchList::On`]).
+    pub fn set_watch_list(&self, mode: WatchList) {
+        self.inner.store().watch_list = mode;
     }
 
     /// The Lease `namespace/name` as stored, if any.
