@@ -285,6 +285,13 @@ fn a_twenty_second_broker_outage_pauses_the_pipe_loses_nothing_and_is_logged_onc
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.flush().unwrap();
     out.until(first_n);
+    wait_for("the first part in the topic", || {
+        metric(
+            &addr,
+            "kube_event_pipe_events_emitted_total{sink=\"kafka\"}",
+        )
+        .filter(|&n| n >= first_n as f64)
+    });
 
     broker.stop();
     let writer = std::thread::spawn(move || {
@@ -308,6 +315,7 @@ fn a_twenty_second_broker_outage_pauses_the_pipe_loses_nothing_and_is_logged_onc
     // nothing more here).
     let errors = metric(&addr, "kube_event_pipe_sink_errors_total{sink=\"kafka\"}");
     assert!(errors.unwrap_or(0.0) >= 1.0, "{errors:?}");
+    assert!(during > first_n, "stdout stopped with Kafka: {during}");
     assert!(
         during < total,
         "no backpressure: stdout got everything during the outage"
