@@ -363,43 +363,56 @@ pub async fn run_async<D: Deliver>(mut sink: D, mut io: SinkIo) -> SinkEnd {
     while let Some(batch) = io.queue.recv().await {
         io.policy.queue_depth(io.queue.len());
         let started = Instant::now();
-        loop {
-            match sink.deliver(&batch).await {
-                Ok(()) => break,
-                Err(failure) => {
-                    let failure = match io.policy.dead_letters_for(&failure) {
-                        Some(letters) => {
-                            let (label, reason) =
-                                (io.policy.label(), failure.message().to_string());
-                            let letter = batch.clone();
-                            let written = tokio::task::spawn_blocking(move || {
-                                letters.write(label, &letter, &reason)
-                            })
-                            .await;
-                            match dead_letter::outcome(written) {
-                                Ok(path) => {
-                                    io.policy.dead_lettered(&failure, &path, batch.events);
-                                    break;
-                                }
-                                Err(retry) => retry,
-                            }
-                        }
-                        None => failure,
-                    };
-                    match io.policy.failed(&failure) {
-                        Next::RetryIn(delay) => tokio::time::sleep(delay).await,
-                        Next::Stop => return SinkEnd::StdoutClosed,
-                    }
-                }
-            }
+        if let Err(end) = deliver_retrying(&mut sink, &batch, &mut io.policy).await {
+            return end;
         }
-        io.policy.succeeded();
         io.policy.delivered(batch.events, started.elapsed());
         if !io.acks.ack(batch) {
             break;
         }
     }
     SinkEnd::Drained
+}
+
+/// Delivers one batch under the sink's policy: retried until it succeeds, or written to the
+/// dead-letter directory when the peer refuses it for good and one is configured. `Err` when
+/// the sink's reader went away.
+pub async fn deliver_retrying<D: Deliver>(
+    sink: &mut D,
+    batch: &Arc<Batch>,
+    policy: &mut Policy,
+) -> Result<(), SinkEnd> {
+    loop {
+        match sink.deliver(batch).await {
+            Ok(()) => break,
+            Err(failure) => {
+                let failure = match policy.dead_letters_for(&failure) {
+                    Some(letters) => {
+                        let (label, reason) = (policy.label(), failure.message().to_string());
+                        let letter = batch.clone();
+                        let written = tokio::task::spawn_blocking(move || {
+                            letters.write(label, &letter, &reason)
+                        })
+                        .await;
+                        match dead_letter::outcome(written) {
+                            Ok(path) => {
+                                policy.dead_lettered(&failure, &path, batch.events);
+                                break;
+                            }
+                            Err(retry) => retry,
+                        }
+                    }
+                    None => failure,
+                };
+                match policy.failed(&failure) {
+                    Next::RetryIn(delay) => tokio::time::sleep(delay).await,
+                    Next::Stop => return Err(SinkEnd::StdoutClosed),
+                }
+            }
+        }
+    }
+    policy.succeeded();
+    Ok(())
 }
 
 /// The worker of a [`DeliverBlocking`] sink, on its own thread.

@@ -1,9 +1,10 @@
-//! The S3 sink: each batch becomes one gzipped object, uploaded with a single PUT.
+//! The S3 sink: batches gathered into gzipped objects, each uploaded with a single PUT.
 //!
 //! Object keys are `{prefix}/{uid}/{YYYY}/{MM}/{DD}/{HH}/{first-event-time}-{seq}.{jsonl|pb}.gz`
-//! (UTC; the time is when the batch's first event was accepted). `seq` is `{run}-{batch}`: `run`
+//! (UTC; the time is when the object's first event was accepted). `seq` is `{run}-{batch}`: `run`
 //! counts the process starts on this persistence directory (`stream-run`, bumped and fsynced at
-//! startup), `batch` counts batches within the run. A key is fixed when its batch closes, so a
+//! startup), `batch` is the number of the object's first batch within the run. A key is fixed
+//! when its object closes (`worker.rs` says when), so a
 //! retried PUT overwrites its own earlier attempt instead of adding a copy, and a restart never
 //! reuses a key of an earlier run, even when the clock steps back.
 //!
@@ -16,6 +17,7 @@ mod client;
 mod layout;
 mod state;
 mod upload;
+mod worker;
 
 use thiserror::Error;
 use tracing::info;
@@ -25,7 +27,8 @@ pub use layout::ObjectLayout;
 pub use state::{next_run, stream_uid};
 pub use upload::S3Sink;
 
-use super::{Sink, SinkContext, SinkError};
+use super::{Sink, SinkContext, SinkError, Worker};
+use crate::batch::Limits;
 use crate::config::ObjectFormat;
 use crate::source;
 
@@ -73,12 +76,15 @@ pub async fn open(ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
         format: settings.format,
     };
     let name = format!("s3 bucket {bucket}");
-    let sink = Sink::from_async(
-        "S3",
-        "s3",
-        name,
-        S3Sink::new(client, settings, bucket, layout),
-    );
+    let upload = S3Sink::new(client, settings, bucket, layout);
+    let limits = Limits {
+        max_events: config.batch_size,
+        max_bytes: config.batch_max_bytes,
+        max_wait: config.batch_interval,
+    };
+    let sink = Sink::custom("S3", "s3", name, move |io| {
+        Ok(Worker::Task(tokio::spawn(worker::run(upload, limits, io))))
+    });
     Ok(if settings.format == ObjectFormat::Protobuf {
         sink.with_protobuf()
     } else {

@@ -1,4 +1,4 @@
-//! The running S3 sink: one gzipped object per batch, one PUT, retried under the sinks' policy.
+//! One object's upload: gzip, one PUT, retried under the sinks' policy.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
