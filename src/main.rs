@@ -102,7 +102,7 @@ fn run(config: config::Config) -> anyhow::Result<pipeline::Report> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let reopen = Arc::new(AtomicBool::new(false));
         signals::install(shutdown.clone(), reopen.clone())
@@ -127,7 +127,13 @@ fn run(config: config::Config) -> anyhow::Result<pipeline::Report> {
             .await?;
         }
         Ok(pipeline::run(&config, shutdown, reopen, health).await?)
-    })
+    });
+    // The pipe has delivered, committed and synced what it could (or reported why not); a
+    // sink still stuck in a call that never returns (an unreachable broker's teardown, a hung
+    // upload past the shutdown timeout) must not keep the process alive, as waiting for the
+    // runtime's blocking tasks would.
+    runtime.shutdown_background();
+    result
 }
 
 fn inspect(args: &config::InspectArgs) -> anyhow::Result<()> {
