@@ -133,7 +133,12 @@ fn a_400_goes_to_the_dead_letter_directory_is_committed_and_the_pipe_moves_on() 
         assert!(v["reason"].as_str().unwrap().contains("schema"), "{v}");
         dead.push(format!("{}\n", v["event"]));
     }
-    assert_eq!(dead.len(), 5, "the refused batch");
+    // The refused batch: up to `--batch-size` events, fewer when the input went idle first.
+    assert!(
+        (1..=5).contains(&dead.len()),
+        "the refused batch: {}",
+        dead.len()
+    );
     // Dead letters and deliveries together hold every event, once.
     let mut all = delivered(&receiver.accepted());
     for (o, n) in tally(dead.iter().map(String::as_str)) {
