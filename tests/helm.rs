@@ -565,7 +565,7 @@ fn sinks_enrichment_and_selectors_reach_the_pipe_as_its_environment() {
     assert_eq!(data["KUBE_EVENT_PIPE_KAFKA_TOPIC"], "kube-events");
     assert_eq!(
         data["KUBE_EVENT_PIPE_OTLP_ENDPOINT"],
-        "http://otel-collector.observability:4317"
+        "http://otel-collector.observability:4318"
     );
     assert_eq!(
         data["KUBE_EVENT_PIPE_HTTP_URL"],
