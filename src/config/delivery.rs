@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ConfigError, Raw, defaults, parse};
+use super::layers::Raw;
+use super::{ConfigError, defaults, parse};
 
 /// Where a header's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{ConfigError, Raw, defaults, parse};
+use super::layers::Raw;
+use super::{ConfigError, defaults, parse};
 
 /// The environment variable that may hold the SASL password (there is no flag: a flag's value
 /// shows in `ps` and in the pod spec).
