@@ -22,6 +22,16 @@ pub enum SourceMsg {
     InitialListSent,
     /// The source cannot go on; the pipeline delivers what it has and stops with this error.
     Failed(SourceError),
+    /// Scope `scope` (one list/watch, in the order of `--namespace`) has handed over every event
+    /// it will ever hand over with a resourceVersion at or below `version`: sent after a watch
+    /// read's records (a watch delivers in resourceVersion order) and after a list's last page
+    /// (a list is a snapshot at its version), never inside a streaming list's unordered initial
+    /// events. `None`: the server's resourceVersions are not numbers. Only with `--leader-elect`,
+    /// whose watermark is built from these.
+    Through {
+        scope: usize,
+        version: Option<u64>,
+    },
 }
 
 /// An event accepted by the dedup stage, with the prior version of its object when the output

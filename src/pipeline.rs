@@ -116,7 +116,14 @@ pub async fn run(
         }
         SourceConfig::Kube(kube) => {
             let connected = source::kube::connect(kube).await?;
-            source::kube::start(kube, &connected, source_tx, health.clone()).await?;
+            source::kube::start(
+                kube,
+                &connected,
+                source_tx,
+                health.clone(),
+                config.ha.is_some(),
+            )
+            .await?;
             cluster = Some(connected);
         }
     }
@@ -243,6 +250,7 @@ pub async fn run(
                         stage.mark_initial_list(&health);
                         true
                     }
+                    (Some(SourceMsg::Through { .. }), _) => true,
                     (Some(SourceMsg::Failed(e)), _) => {
                         error!(error = %e, "the source cannot go on; delivering what is in flight, then stopping");
                         source_failure = Some(e);

@@ -209,6 +209,33 @@ pub struct RunArgs {
     /// Events being enriched at once (each may wait on lookups). Default: 64.
     #[arg(long, env = "KUBE_EVENT_PIPE_ENRICH_CONCURRENCY", value_name = "N")]
     pub enrich_concurrency: Option<String>,
+    /// Run as one of several replicas that elect a leader through a Lease: only the leader emits;
+    /// a standby follows the stream and takes over with nothing lost. Needs --source kube and
+    /// get, create and update on leases (deploy/kustomize/overlays/ha). Default: false.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LEADER_ELECT", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: Option<String>,
+    /// The Lease the replicas share. Default: kube-event-pipe.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LEASE_NAME", value_name = "NAME")]
+    pub lease_name: Option<String>,
+    /// The Lease's namespace. Default: the pod's own (from its service account), else required.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LEASE_NAMESPACE", value_name = "NS")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a Lease nobody renews stays held: the longest a standby waits after its leader died. Default: 15.
+    #[arg(long, env = "KUBE_EVENT_PIPE_LEASE_DURATION_SEC", value_name = "SECS")]
+    pub lease_duration: Option<String>,
+    /// Seconds a leader keeps emitting without a successful renewal before it steps down. Default: 10.
+    #[arg(long, env = "KUBE_EVENT_PIPE_RENEW_DEADLINE_SEC", value_name = "SECS")]
+    pub renew_deadline: Option<String>,
+    /// Seconds between renewals, and between a standby's attempts to acquire. Default: 2.
+    #[arg(long, env = "KUBE_EVENT_PIPE_RETRY_PERIOD_SEC", value_name = "SECS")]
+    pub retry_period: Option<String>,
+    /// This replica's name in the Lease. Default: POD_NAME, else the hostname.
+    #[arg(long, env = "KUBE_EVENT_PIPE_IDENTITY", value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Event bytes a standby holds for its leader's watermark; past it the standby stops reading until the watermark frees room. Default: 67108864 (64 MiB).
+    #[arg(long, env = "KUBE_EVENT_PIPE_STANDBY_MAX_BYTES", value_name = "BYTES")]
+    pub standby_max_bytes: Option<String>,
     /// Sinks to deliver to, repeated or comma separated: `stdout`, `file`, `s3`, `kafka`, `otlp`, `http`. Default: from --destination.
     #[arg(long, env = "KUBE_EVENT_PIPE_SINK", value_name = "LIST",
           action = clap::ArgAction::Append)]

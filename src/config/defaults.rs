@@ -78,6 +78,17 @@ pub const HTTP_COMPRESSION: &str = "none";
 /// that keeps refusing is not hammered.
 pub const REFUSED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 
+/// `--lease-name`.
+pub const LEASE_NAME: &str = "kube-event-pipe";
+/// `--lease-duration`, `--renew-deadline`, `--retry-period`: client-go's leader election
+/// defaults, which kube-controller-manager and most operators use.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// `--standby-max-bytes`: about a minute of a busy cluster's events at 1 KiB each and 1,000/s,
+/// far more than the one renewal period a healthy leader's watermark lags.
+pub const STANDBY_MAX_BYTES: usize = 64 << 20;
+
 /// The defaults as the configuration reference's Default column shows them, by flag.
 pub fn documented() -> Vec<(&'static str, String)> {
     let code = |v: &dyn std::fmt::Display| format!("`{v}`");
@@ -116,5 +127,10 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("--http-compression", code(&HTTP_COMPRESSION)),
         ("--http-timeout", secs(HTTP_TIMEOUT)),
         ("--refused-retry-interval", secs(REFUSED_RETRY_INTERVAL)),
+        ("--lease-name", code(&LEASE_NAME)),
+        ("--lease-duration", secs(LEASE_DURATION)),
+        ("--renew-deadline", secs(RENEW_DEADLINE)),
+        ("--retry-period", secs(RETRY_PERIOD)),
+        ("--standby-max-bytes", code(&STANDBY_MAX_BYTES)),
     ]
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod defaults;
 mod delivery;
 mod file;
+mod ha;
 pub mod kafka;
 mod layers;
 mod parse;

@@ -210,6 +210,16 @@ impl fmt::Display for Redacted<'_> {
             push("dead_letter_dir", dir.display().to_string());
         }
         push("refused_retry_interval", secs(c.refused_retry_interval));
+        push("leader_elect", c.ha.is_some().to_string());
+        if let Some(ha) = &c.ha {
+            push("lease_name", ha.lease.name.clone());
+            push("lease_namespace", ha.lease.namespace.clone());
+            push("lease_duration", secs(ha.lease.lease_duration));
+            push("renew_deadline", secs(ha.lease.renew_deadline));
+            push("retry_period", secs(ha.lease.retry_period));
+            push("identity", ha.lease.identity.clone());
+            push("standby_max_bytes", ha.standby_max_bytes.to_string());
+        }
         push(
             "format",
             match c.format {

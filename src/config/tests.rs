@@ -541,3 +541,65 @@ fn http_sink_errors_name_the_option_and_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn leader_election_takes_its_lease_and_timing_and_checks_them_together() {
+    let c = build_from(&[
+        "--leader-elect",
+        "--lease-namespace",
+        "events",
+        "--identity",
+        "pipe-0",
+        "--retry-period",
+        "1",
+    ])
+    .unwrap();
+    let ha = c.ha.expect("leader election is on");
+    assert_eq!(ha.lease.name, "kube-event-pipe");
+    assert_eq!(ha.lease.namespace, "events");
+    assert_eq!(ha.lease.identity, "pipe-0");
+    assert_eq!(ha.lease.lease_duration, Duration::from_secs(15));
+    assert_eq!(ha.lease.renew_deadline, Duration::from_secs(10));
+    assert_eq!(ha.lease.retry_period, Duration::from_secs(1));
+    assert_eq!(ha.standby_max_bytes, 64 << 20);
+    assert!(build_from(&[]).unwrap().ha.is_none());
+
+    let err = build_from(&[
+        "--leader-elect",
+        "--lease-namespace",
+        "events",
+        "--identity",
+        "a",
+        "--renew-deadline",
+        "15",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--renew-deadline (15 s) must be shorter than --lease-duration (15 s): a leader must stop emitting before a standby may take its Lease"
+    );
+    let err = build_from(&[
+        "--leader-elect",
+        "--lease-namespace",
+        "events",
+        "--identity",
+        "a",
+        "--retry-period",
+        "9",
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--retry-period (9 s) must be under"),
+        "{err}"
+    );
+    let err = build_from(&["--leader-elect", "--lease-namespace", "Events_1"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("--lease-namespace=Events_1 (flag): must be a Kubernetes object name"),
+        "{err}"
+    );
+    let err =
+        build_from(&["--source", "replay", "--replay-file", "-", "--leader-elect"]).unwrap_err();
+    assert!(err.to_string().contains("needs --source kube"), "{err}");
+}

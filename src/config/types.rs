@@ -250,6 +250,16 @@ pub struct Config {
     /// directory. Default 30 s: a fixed credential or policy is noticed within it, and a peer
     /// that keeps refusing is not hammered.
     pub refused_retry_interval: Duration,
+    /// Leader election among replicas (`--leader-elect`); `None` runs alone, always emitting.
+    pub ha: Option<HaConfig>,
+}
+
+/// Several replicas, one emitting: the Lease they agree through and what a standby may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    pub lease: crate::leader::LeaseConfig,
+    /// Event bytes a standby holds above its leader's watermark before it stops reading.
+    pub standby_max_bytes: usize,
 }
 
 /// How events are enriched with their involved object and node.

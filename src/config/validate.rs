@@ -245,6 +245,8 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         None => defaults::REFUSED_RETRY_INTERVAL,
     };
 
+    let ha = super::ha::settings(&get, &source)?;
+
     Ok(Config {
         source,
         emit_deleted,
@@ -269,6 +271,7 @@ pub fn build(matches: &ArgMatches) -> Result<Config, ConfigError> {
         enrich,
         dead_letter_dir,
         refused_retry_interval,
+        ha,
     })
 }
 

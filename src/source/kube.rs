@@ -60,11 +60,14 @@ const RBAC_HINT: &str = "grant get, list and watch on events (deploy/kustomize/b
 /// Fails fast (before any event is read) when the API server cannot be reached or the
 /// identity may not list events. A watch refused at startup is
 /// reported later through `tx` as [`SourceMsg::Failed`], after the list already handed over.
+/// With `progress`, each scope also reports how far it has handed everything over
+/// ([`SourceMsg::Through`]).
 pub async fn start(
     config: &KubeConfig,
     cluster: &Cluster,
     tx: mpsc::Sender<SourceMsg>,
     health: Arc<SourceHealth>,
+    progress: bool,
 ) -> Result<(), SourceError> {
     let Cluster { client, url } = cluster.clone();
     let scopes: Vec<Scope> = if config.namespaces.is_empty() {
@@ -85,8 +88,10 @@ pub async fn start(
         "watching events"
     );
     let lists_pending = Arc::new(AtomicUsize::new(scopes.len()));
-    for scope in scopes {
+    for (index, scope) in scopes.into_iter().enumerate() {
         let watcher = Watcher {
+            index,
+            progress: progress.then_some(None),
             client: client.clone(),
             url: url.clone(),
             path: scope.path(),
@@ -375,6 +380,10 @@ enum LineOutcome {
 
 /// A watcher of one scope: list, then watch; relist when the history is gone.
 struct Watcher {
+    /// The scope's place in `--namespace`, as [`SourceMsg::Through`] names it.
+    index: usize,
+    /// With progress reports on: the version last reported.
+    progress: Option<Option<String>>,
     client: Client,
     /// The API server, for messages.
     url: Arc<str>,
@@ -608,6 +617,9 @@ impl Watcher {
                                 took_ms = started.elapsed().as_millis() as u64,
                                 "listed events"
                             );
+                            if !self.report_through(&v).await {
+                                return None;
+                            }
                             return Some(v);
                         }
                         None => {
@@ -815,6 +827,14 @@ impl Watcher {
             if reader.received > 0 {
                 self.recovered();
             }
+            // Inside a streaming list's initial events the order is not the versions' order:
+            // nothing is promised before the bookmark that ends them.
+            if !matches!(reader.initial, InitialEvents::Awaited { .. })
+                && let Some(v) = reader.version.as_deref()
+                && !self.report_through(v).await
+            {
+                return ReadEnd::Stop;
+            }
             if let InitialEvents::Reached { events } = reader.initial {
                 // Everything before the end-of-state bookmark is handed over (and perhaps a
                 // few changes after it, which only makes readiness a little later).
@@ -860,6 +880,23 @@ impl Watcher {
             }
         }
         batch.is_empty() || self.tx.send(SourceMsg::Records(batch)).await.is_ok()
+    }
+
+    /// Reports that everything at or below `version` is handed over, when progress reports are
+    /// on and it moved; false when the pipeline is gone.
+    async fn report_through(&mut self, version: &str) -> bool {
+        let Some(last) = &mut self.progress else {
+            return true;
+        };
+        if last.as_deref() == Some(version) {
+            return true;
+        }
+        *last = Some(version.to_string());
+        let msg = SourceMsg::Through {
+            scope: self.index,
+            version: version.parse().ok(),
+        };
+        self.tx.send(msg).await.is_ok()
     }
 
     /// Every failure of a list or watch request leads to a retry: counted as a restart.
