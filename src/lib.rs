@@ -12,6 +12,7 @@ pub mod encode;
 pub mod enrich;
 pub mod event;
 pub mod flow;
+pub mod ha;
 pub mod health;
 pub mod leader;
 pub mod metrics;

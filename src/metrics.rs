@@ -31,10 +31,34 @@ pub const ENRICH_GETS: &str = "kube_event_pipe_enrich_gets_total";
 pub const ENRICH_SKIPPED: &str = "kube_event_pipe_enrich_skipped_total";
 pub const DEAD_LETTERS: &str = "kube_event_pipe_dead_letters_total";
 pub const OTLP_REJECTED_RECORDS: &str = "kube_event_pipe_otlp_rejected_records_total";
+pub const LEADER: &str = "kube_event_pipe_leader";
+pub const LEADER_TRANSITIONS: &str = "kube_event_pipe_leader_transitions_total";
+pub const WATERMARK_AGE: &str = "kube_event_pipe_watermark_age_seconds";
+pub const STANDBY_HELD: &str = "kube_event_pipe_standby_held_events";
 
 /// Every exported name with its kind and HELP text; `describe` registers them and the docs
 /// test checks `docs/operations.md` lists each one.
 pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        LEADER,
+        Kind::Gauge,
+        "1 while this replica holds the Lease and emits, 0 while it stands by (only with --leader-elect).",
+    ),
+    (
+        LEADER_TRANSITIONS,
+        Kind::Counter,
+        "Times this process became the leader.",
+    ),
+    (
+        WATERMARK_AGE,
+        Kind::Gauge,
+        "Seconds the delivery watermark has not moved while events wait for it: on the leader, accepted events not yet committed; on a standby, held events the leader's watermark does not cover yet. 0 when nothing waits.",
+    ),
+    (
+        STANDBY_HELD,
+        Kind::Gauge,
+        "Occurrences a standby holds, received but neither emitted nor covered by the leader's watermark.",
+    ),
     (
         EVENTS_RECEIVED,
         Kind::Counter,

@@ -45,6 +45,7 @@ use crate::encode::json::LineEncoder;
 use crate::encode::proto::ProtoEncoder;
 use crate::enrich::Enricher;
 use crate::flow::{Accepted, SourceMsg};
+use crate::ha::{Link, Standing};
 use crate::health::Health;
 use crate::sink::{self, SinkContext, SinkEnd, SinkError};
 use crate::source::{self, SourceError, replay::ReplayStats};
@@ -79,6 +80,12 @@ pub enum EndReason {
     StdoutClosed,
     /// The shutdown timeout passed with events still in flight (they are delivered again later).
     ShutdownTimeout,
+    /// This replica stopped leading: its sinks were fenced at once and what was in flight is
+    /// left to the new leader. A new pipe stands by.
+    SteppedDown,
+    /// This replica became the leader but could not follow its leader (the API server's
+    /// resourceVersions are not numbers): a new pipe lists again, as leader.
+    RelistAsLeader,
 }
 
 #[derive(Debug)]
@@ -97,14 +104,24 @@ enum Phase {
 /// fails for good. `reopen` is raised by SIGHUP and read by the file sinks; `health.source` is
 /// marked ready once the source's first complete list is delivered; every sink registers its
 /// state in `health.sinks` (failing or accepting) when it starts.
+///
+/// With leader election (`link`), the pipe starts standing by and follows its standing: it
+/// emits only while it leads, publishes its watermark, and ends when it stops leading.
 pub async fn run(
     config: &Config,
     shutdown: CancellationToken,
     reopen: Arc<AtomicBool>,
     health: Health,
+    shared_cluster: Option<&source::kube::Cluster>,
+    link: Option<Link>,
 ) -> Result<Report, PipelineError> {
     let sinks = health.sinks.clone();
+    sinks.reset();
     let health = health.source;
+    let (mut standing, published, fence) = match link {
+        Some(l) => (Some(l.standing), Some(l.watermark), l.fence),
+        None => (None, None, crate::ha::Fence::default()),
+    };
     // The source first: a wrong input path or an unreachable cluster must not leave a new
     // filter file behind.
     let (source_tx, mut source_rx) = mpsc::channel::<SourceMsg>(SOURCE_QUEUE);
@@ -115,7 +132,10 @@ pub async fn run(
             source::replay::spawn(input, source_tx, replay_stats.clone())?
         }
         SourceConfig::Kube(kube) => {
-            let connected = source::kube::connect(kube).await?;
+            let connected = match shared_cluster {
+                Some(c) => c.clone(),
+                None => source::kube::connect(kube).await?,
+            };
             source::kube::start(
                 kube,
                 &connected,
@@ -151,7 +171,7 @@ pub async fn run(
         protobuf |= sink.wants_protobuf();
         let (tx, rx) = mpsc::channel(sink::SINK_QUEUE);
         queues.push(tx);
-        workers.push(sink.start(index, rx, ack_tx.clone(), &sinks)?);
+        workers.push(sink.start(index, rx, ack_tx.clone(), &sinks, fence.clone())?);
     }
     // Only the workers hold ack senders now: the channel closes when the last one ends.
     drop(ack_tx);
@@ -196,12 +216,28 @@ pub async fn run(
             },
             by_reason: config.metrics_by_reason,
             generations: config.generations,
+            replica: match (&config.ha, &config.source) {
+                (Some(ha), SourceConfig::Kube(kube)) => {
+                    Some((kube.namespaces.len().max(1), ha.standby_max_bytes))
+                }
+                _ => None,
+            },
         },
     );
+    let publish = |stage: &DedupStage| {
+        if let Some(tx) = &published {
+            let value = stage.watermark();
+            tx.send_if_modified(|w| std::mem::replace(w, value) != value);
+        }
+    };
     let mut sync_timer = tokio::time::interval(config.sync_interval);
     sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     sync_timer.reset();
 
+    // The standing as it is now is news to this pipe.
+    if let Some(rx) = &mut standing {
+        rx.mark_changed();
+    }
     let mut phase = Phase::Running;
     let mut accepted_tx = Some(accepted_tx);
     let mut end = EndReason::InputEnded;
@@ -223,6 +259,7 @@ pub async fn run(
                         break;
                     }
                     stage.check_ready(&health);
+                    publish(&stage);
                 }
                 // Every sink worker is gone: they drained everything, or stdout closed.
                 None => break,
@@ -240,8 +277,38 @@ pub async fn run(
                 phase = Phase::Draining { deadline: Instant::now() + config.shutdown_timeout };
                 accepted_tx = None;
                 source_rx.close();
+                // Progress reports queued right behind records already taken cover them: the
+                // final watermark must not claim less than was delivered.
+                while let Ok(SourceMsg::Through { scope, version }) = source_rx.try_recv() {
+                    stage.through(scope, version);
+                }
+                publish(&stage);
             }
-            msg = source_rx.recv(), if draining_deadline.is_none() => {
+            news = changed(&mut standing), if draining_deadline.is_none() => {
+                let keep_going = match (news, &accepted_tx) {
+                    (Some(news), Some(tx)) => stage.standing(news, tx, &shutdown).await,
+                    // The elector is gone: only at shutdown.
+                    _ => true,
+                };
+                publish(&stage);
+                if !keep_going {
+                    end = if stage.is_leading() {
+                        EndReason::RelistAsLeader
+                    } else {
+                        warn!(
+                            in_flight = stage.in_flight(),
+                            "stopped leading: events in flight are left to the new leader; standing by"
+                        );
+                        EndReason::SteppedDown
+                    };
+                    if shutdown.is_cancelled() {
+                        end = EndReason::Signal;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            msg = source_rx.recv(), if draining_deadline.is_none() && stage.wants_input() => {
                 let keep_going = match (msg, &accepted_tx) {
                     (Some(SourceMsg::Records(batch)), Some(tx)) => {
                         stage.accept(batch, tx, &shutdown).await
@@ -250,7 +317,11 @@ pub async fn run(
                         stage.mark_initial_list(&health);
                         true
                     }
-                    (Some(SourceMsg::Through { .. }), _) => true,
+                    (Some(SourceMsg::Through { scope, version }), _) => {
+                        stage.through(scope, version);
+                        publish(&stage);
+                        true
+                    }
                     (Some(SourceMsg::Failed(e)), _) => {
                         error!(error = %e, "the source cannot go on; delivering what is in flight, then stopping");
                         source_failure = Some(e);
@@ -284,7 +355,12 @@ pub async fn run(
         return Err(e.into());
     }
 
-    if end != EndReason::ShutdownTimeout {
+    // After a step-down nothing more is written (the fence is shut) and a sink call may hang
+    // until its timeout: the workers are not waited for.
+    if !matches!(
+        end,
+        EndReason::ShutdownTimeout | EndReason::SteppedDown | EndReason::RelistAsLeader
+    ) {
         // Both have finished (the ack channel closed), so these joins do not wait.
         let _ = batcher.await;
         for worker in workers {
@@ -298,6 +374,7 @@ pub async fn run(
         }
     }
     stage.flush_all().await?;
+    publish(&stage);
     let malformed = replay_stats.malformed.load(Ordering::Relaxed);
     stage.observe_malformed(malformed + health.malformed.load(Ordering::Relaxed));
     let t = stage.tally();
@@ -326,6 +403,23 @@ pub async fn run(
         end,
         tally: stage.tally().clone(),
     })
+}
+
+/// The next standing, when there is an election and it changed; `None` once the elector is
+/// gone; never without an election.
+async fn changed(
+    standing: &mut Option<tokio::sync::watch::Receiver<Standing>>,
+) -> Option<Standing> {
+    match standing {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => {
+                *standing = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -7,6 +7,7 @@
 pub mod filter;
 pub mod header;
 pub mod inspect;
+pub mod replica;
 pub mod ring;
 pub mod stage;
 pub mod store;

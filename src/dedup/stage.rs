@@ -14,11 +14,13 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use super::replica::{Replica, Taken};
 use super::{DedupError, Ring};
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
 use crate::flow::{Accepted, BatchAck, SourceBatch};
+use crate::ha::Standing;
 use crate::metrics::{
     ACKS_PENDING, DEDUP_CORRUPT_FILES, DEDUP_ESTIMATED_FP_RATE, DEDUP_FILL_RATIO,
     DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED, LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS,
@@ -45,6 +47,9 @@ pub struct StageSettings {
     pub by_reason: bool,
     /// Generations the ring keeps: one fill-ratio series each.
     pub generations: usize,
+    /// With leader election: the source's scopes and the standby's hold bound in bytes. The
+    /// stage starts standing by.
+    pub replica: Option<(usize, usize)>,
 }
 
 /// What a run did, for the final log line and the tests.
@@ -109,6 +114,10 @@ pub struct DedupStage {
     ready_at: Option<u64>,
     /// A commit failed because the full newest generation could not rotate: the pipe stops.
     failed: Option<DedupError>,
+    /// With leader election: the watermark, and what a standby holds.
+    replica: Option<Replica>,
+    /// A standby's keys the leader's watermark covers, committed after each hand-off.
+    covered: Vec<OccurrenceKey>,
     meters: StageMeters,
 }
 
@@ -151,7 +160,7 @@ impl StageMeters {
 
 impl DedupStage {
     pub fn new(ring: Ring, settings: StageSettings) -> Self {
-        let stage = DedupStage {
+        let mut stage = DedupStage {
             ring,
             in_flight: KeySet::default(),
             keys: Vec::new(),
@@ -167,6 +176,10 @@ impl DedupStage {
             acked_events: 0,
             ready_at: None,
             failed: None,
+            replica: settings
+                .replica
+                .map(|(scopes, max_bytes)| Replica::new(scopes, max_bytes)),
+            covered: Vec::new(),
             meters: StageMeters::new(settings.source, settings.generations, settings.by_reason),
         };
         stage.observe_ring();
@@ -233,6 +246,7 @@ impl DedupStage {
             .duplicates
             .increment(self.tally.duplicates - duplicates_before);
         self.in_ring = in_ring;
+        self.commit_covered();
         keep_going
     }
 
@@ -243,11 +257,13 @@ impl DedupStage {
         out: &mpsc::Sender<Accepted>,
         shutdown: &CancellationToken,
     ) -> bool {
+        let standby = self.replica.as_ref().is_some_and(|r| !r.is_leading());
         for (record, &in_ring) in batch.into_iter().zip(in_ring) {
             self.tally.received += 1;
             let prior = self.remember(&record);
             if !record.is_occurrence() {
-                if !self.emit_deleted {
+                // A standby emits nothing, deletions included.
+                if !self.emit_deleted || standby {
                     self.tally.deleted_skipped += 1;
                     continue;
                 }
@@ -258,37 +274,170 @@ impl DedupStage {
                 self.in_flight.insert(record.key);
             }
             let key = record.is_occurrence().then_some(record.key);
-            // Fast path: room in the queue. Only a full queue needs to watch for shutdown.
-            let permit = match out.try_reserve() {
-                Ok(permit) => permit,
-                Err(mpsc::error::TrySendError::Closed(())) => return false,
-                Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
-                    permit = out.reserve() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return false,
-                    },
-                    () = shutdown.cancelled() => {
-                        // Never handed on: forget it so the next run delivers it.
-                        if let Some(k) = key {
-                            self.in_flight.remove(&k);
-                        }
-                        return false;
-                    }
-                },
+            let version = match (&self.replica, key) {
+                (Some(_), Some(_)) => record.resource_version().and_then(|v| v.parse().ok()),
+                _ => None,
             };
-            if let Some(by_reason) = &mut self.meters.by_reason
-                && key.is_some()
-            {
-                by_reason.count(record.raw.get());
-            }
-            permit.send(Accepted {
+            let accepted = Accepted {
                 record,
                 prior,
                 enrichment: None,
-            });
-            self.tally.emitted += 1;
+            };
+            if let (Some(replica), Some(key)) = (&mut self.replica, key) {
+                if standby {
+                    match replica.take(accepted, version) {
+                        Taken::Covered => self.covered.push(key),
+                        Taken::Held => {}
+                        Taken::Opaque => {
+                            self.in_flight.remove(&key);
+                        }
+                    }
+                    continue;
+                }
+                replica.emitted(key, version);
+            }
+            if !self.hand_on(accepted, key, out, shutdown).await {
+                return false;
+            }
         }
         true
+    }
+
+    /// Sends one accepted event on; false if shutdown interrupted the wait for room (the event
+    /// is then forgotten, so the next run delivers it).
+    async fn hand_on(
+        &mut self,
+        accepted: Accepted,
+        key: Option<OccurrenceKey>,
+        out: &mpsc::Sender<Accepted>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        // Fast path: room in the queue. Only a full queue needs to watch for shutdown.
+        let permit = match out.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return false,
+            Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                permit = out.reserve() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return false,
+                },
+                () = shutdown.cancelled() => {
+                    // Never handed on: forget it so the next run delivers it. (A leader's
+                    // watermark stays below it: the next leader delivers it.)
+                    if let Some(k) = key {
+                        self.in_flight.remove(&k);
+                    }
+                    return false;
+                }
+            },
+        };
+        if let Some(by_reason) = &mut self.meters.by_reason
+            && key.is_some()
+        {
+            by_reason.count(accepted.record.raw.get());
+        }
+        permit.send(accepted);
+        self.tally.emitted += 1;
+        true
+    }
+
+    /// Commits the keys a standby found covered by the leader's watermark.
+    fn commit_covered(&mut self) {
+        if self.covered.is_empty() {
+            return;
+        }
+        let keys = std::mem::take(&mut self.covered);
+        self.commit(&keys, None);
+        for key in &keys {
+            self.in_flight.remove(key);
+        }
+        self.covered = keys;
+        self.covered.clear();
+    }
+
+    /// Commits delivered (or, on a standby, covered) keys; `batch` names the batch in the log.
+    fn commit(&mut self, keys: &[OccurrenceKey], batch: Option<u64>) {
+        if let Err(e) = self.ring.commit(keys) {
+            // Delivered but not remembered: a later run delivers these again. Never a loss; but
+            // the full generation cannot take more keys without dropping events, so stop.
+            error!(error = %e, batch, "cannot commit delivered events to the filters; stopping (they are delivered again by the next run)");
+            self.failed.get_or_insert(e);
+        } else {
+            self.tally.committed += keys.len() as u64;
+        }
+    }
+
+    /// Whether the stage takes the next hand-off now: a standby at its hold bound waits for
+    /// the leader's watermark.
+    pub fn wants_input(&self) -> bool {
+        self.replica.as_ref().is_none_or(Replica::wants_input)
+    }
+
+    /// The watermark to publish while leading.
+    pub fn watermark(&self) -> Option<u64> {
+        self.replica.as_ref().and_then(Replica::watermark)
+    }
+
+    /// A scope's progress report (see [`crate::flow::SourceMsg::Through`]).
+    pub fn through(&mut self, scope: usize, version: Option<u64>) {
+        if let Some(replica) = &mut self.replica
+            && replica.through(scope, version)
+        {
+            warn!(
+                "the API server's resourceVersions are not numbers: a standby cannot tell what its leader delivered, so a takeover lists again and delivers every event still in the API server once more"
+            );
+        }
+    }
+
+    /// The election's news. Returns false when this pipe must end: it stopped leading (its
+    /// sinks are fenced; a new pipe stands by), it leads but could not follow its leader because
+    /// versions are opaque (a new pipe lists again, as leader), or shutdown interrupted it.
+    pub async fn standing(
+        &mut self,
+        standing: Standing,
+        out: &mpsc::Sender<Accepted>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(replica) = &mut self.replica else {
+            return true;
+        };
+        if replica.is_leading() {
+            return standing.leading;
+        }
+        self.covered = replica.leader_watermark(standing.watermark);
+        let opaque = replica.is_opaque();
+        self.commit_covered();
+        if !standing.leading {
+            return true;
+        }
+        if opaque {
+            info!("became the leader with opaque resourceVersions: listing again");
+            return false;
+        }
+        let Some(replica) = &mut self.replica else {
+            return true;
+        };
+        let held = replica.lead();
+        info!(
+            held = held.len(),
+            watermark = ?standing.watermark,
+            "took over: delivering what the previous leader's watermark does not cover"
+        );
+        for (version, accepted) in held {
+            let key = accepted.record.key;
+            if let Some(replica) = &mut self.replica {
+                replica.emitted(key, Some(version));
+            }
+            if !self.hand_on(accepted, Some(key), out, shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether this pipe emits: always without leader election.
+    pub fn is_leading(&self) -> bool {
+        self.replica.as_ref().is_none_or(Replica::is_leading)
     }
 
     /// Records the latest version of the record's object, returning the one before it.
@@ -326,16 +475,14 @@ impl DedupStage {
         let batch = ack.batch;
         self.acked_events += batch.events as u64;
         self.tally.delivered += batch.events as u64;
-        if let Err(e) = self.ring.commit(&batch.keys) {
-            // Delivered but not remembered: a later run delivers these again. Never a loss; but
-            // the full generation cannot take more keys without dropping events, so stop.
-            error!(error = %e, batch = seq, "cannot commit delivered events to the filters; stopping (they are delivered again by the next run)");
-            self.failed.get_or_insert(e);
-        } else {
-            self.tally.committed += batch.keys.len() as u64;
-        }
+        self.commit(&batch.keys, Some(seq));
         for key in &batch.keys {
             self.in_flight.remove(key);
+        }
+        if let Some(replica) = &mut self.replica {
+            for key in &batch.keys {
+                replica.committed(key);
+            }
         }
     }
 
@@ -366,7 +513,7 @@ impl DedupStage {
     /// Refreshes the filter gauges and acks pending. Runs on the sync timer: the fill ratio
     /// counts the bits of every generation (a few MiB), too much for every hand-off and cheap
     /// every few seconds.
-    pub fn observe_ring(&self) {
+    pub fn observe_ring(&mut self) {
         let generations = self.ring.generations();
         self.meters.generations.set(generations.len() as f64);
         for (slot, (fill_gauge, fp_gauge)) in self
@@ -384,6 +531,9 @@ impl DedupStage {
             fp_gauge.set(generation.map_or(0.0, |g| g.estimated_fp_rate));
         }
         self.meters.acks_pending.set(self.in_flight.len() as f64);
+        if let Some(replica) = &mut self.replica {
+            replica.observe();
+        }
         self.meters.corrupt.absolute(self.ring.quarantined_total());
     }
 
@@ -453,6 +603,7 @@ mod tests {
                 source: "replay",
                 by_reason: false,
                 generations: 2,
+                replica: None,
             },
         );
         stage.in_flight.extend([a, b]);

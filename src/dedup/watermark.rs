@@ -59,6 +59,11 @@ impl Watermark {
         }
     }
 
+    /// Accepted events still wait for their acks.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The version up to which everything received is committed; `None` while a scope has not
     /// reported yet.
     pub fn value(&self) -> Option<u64> {
@@ -83,8 +88,6 @@ pub struct Held<T> {
     items: VecDeque<(u64, OccurrenceKey, T, usize)>,
     bytes: usize,
     max_bytes: usize,
-    /// Items were dropped for the bound: on taking over, relist instead of trusting what is held.
-    overflowed: bool,
 }
 
 impl<T> Held<T> {
@@ -93,21 +96,20 @@ impl<T> Held<T> {
             items: VecDeque::new(),
             bytes: 0,
             max_bytes,
-            overflowed: false,
         }
     }
 
-    /// Holds one occurrence of `size` bytes. Past the bound the oldest are dropped and the set
-    /// is marked overflowed: a standby never grows without bound while its leader is stuck.
+    /// Holds one occurrence of `size` bytes. Nothing is ever dropped: past the bound the
+    /// standby stops taking input instead ([`Held::is_full`]), so a leader that is stuck costs
+    /// the standby its place in the stream, never an event.
     pub fn hold(&mut self, rv: u64, key: OccurrenceKey, item: T, size: usize) {
         self.items.push_back((rv, key, item, size));
         self.bytes += size;
-        while self.bytes > self.max_bytes && self.items.len() > 1 {
-            if let Some((_, _, _, dropped)) = self.items.pop_front() {
-                self.bytes -= dropped;
-            }
-            self.overflowed = true;
-        }
+    }
+
+    /// At or past the bound: take no more input until the watermark frees room.
+    pub fn is_full(&self) -> bool {
+        self.bytes >= self.max_bytes
     }
 
     /// Takes out every occurrence the leader's `watermark` covers: the leader committed them,
@@ -127,22 +129,25 @@ impl<T> Held<T> {
         keys
     }
 
-    /// Everything still held, for the new leader to emit (its dedup check still applies).
-    pub fn take(&mut self) -> Vec<T> {
+    /// Everything still held, with its version, for the new leader to emit.
+    pub fn take(&mut self) -> Vec<(u64, T)> {
         self.bytes = 0;
-        self.items.drain(..).map(|(_, _, item, _)| item).collect()
+        self.items
+            .drain(..)
+            .map(|(rv, _, item, _)| (rv, item))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
-    pub fn overflowed(&self) -> bool {
-        self.overflowed
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 }
 
@@ -193,20 +198,23 @@ mod tests {
             held.hold(rv, key(rv), rv, 100);
         }
         assert_eq!(held.covered(11), vec![key(10), key(11)]);
-        assert_eq!(held.len(), 2);
-        assert_eq!(held.take(), vec![12, 13]);
-        assert!(held.is_empty() && !held.overflowed());
+        assert_eq!((held.len(), held.bytes()), (2, 200));
+        assert_eq!(held.take(), vec![(12, 12), (13, 13)]);
+        assert!(held.is_empty());
     }
 
     #[test]
-    fn a_standby_stays_within_its_bound_and_says_it_overflowed() {
+    fn a_full_standby_says_so_and_drops_nothing() {
         let mut held = Held::new(1000);
-        for rv in 0..100 {
+        for rv in 0..9 {
             held.hold(rv, key(rv), rv, 100);
         }
-        assert_eq!(held.len(), 10);
-        assert!(held.overflowed());
-        // The newest are the ones kept.
-        assert_eq!(held.take().last(), Some(&99));
+        assert!(!held.is_full());
+        held.hold(9, key(9), 9, 100);
+        assert!(held.is_full());
+        held.hold(10, key(10), 10, 100);
+        assert_eq!(held.len(), 11, "nothing is dropped");
+        assert_eq!(held.covered(5).len(), 6);
+        assert!(!held.is_full());
     }
 }

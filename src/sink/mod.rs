@@ -106,6 +106,11 @@ impl SinkHealth {
         state
     }
 
+    /// Forgets the sinks of a pipe that ended, before a new pipe registers its own.
+    pub fn reset(&self) {
+        self.lock().clear();
+    }
+
     /// True when no sink is failing (also before any is registered).
     pub fn all_accepting(&self) -> bool {
         self.lock().iter().all(|s| !s.is_failing())
@@ -315,6 +320,7 @@ impl Sink {
         queue: mpsc::Receiver<Arc<Batch>>,
         acks: mpsc::UnboundedSender<BatchAck>,
         health: &SinkHealth,
+        fence: crate::ha::Fence,
     ) -> Result<Worker, SinkError> {
         let state = health.register(&self.name);
         let io = SinkIo {
@@ -324,7 +330,8 @@ impl Sink {
                 tx: acks,
             },
             policy: Policy::new(self.title, self.name, self.label, state)
-                .with_refusals(self.refused_delay, self.dead_letters),
+                .with_refusals(self.refused_delay, self.dead_letters)
+                .with_fence(fence),
         };
         (self.start)(io)
     }
@@ -337,6 +344,8 @@ pub enum SinkEnd {
     Drained,
     /// stdout's reader went away; batches from this one on were not delivered.
     StdoutClosed,
+    /// This replica stopped leading: batches from this one on were left to the next leader.
+    Fenced,
 }
 
 /// A running sink worker.
@@ -383,6 +392,9 @@ pub async fn deliver_retrying<D: Deliver>(
     policy: &mut Policy,
 ) -> Result<(), SinkEnd> {
     loop {
+        if !policy.may_write() {
+            return Err(SinkEnd::Fenced);
+        }
         match sink.deliver(batch).await {
             Ok(()) => break,
             Err(failure) => {
@@ -406,7 +418,7 @@ pub async fn deliver_retrying<D: Deliver>(
                 };
                 match policy.failed(&failure) {
                     Next::RetryIn(delay) => tokio::time::sleep(delay).await,
-                    Next::Stop => return Err(SinkEnd::StdoutClosed),
+                    Next::Stop => return Err(policy.stopped()),
                 }
             }
         }
@@ -421,6 +433,9 @@ pub fn run_blocking<D: DeliverBlocking>(mut sink: D, mut io: SinkIo) -> SinkEnd 
         io.policy.queue_depth(io.queue.len());
         let started = Instant::now();
         loop {
+            if !io.policy.may_write() {
+                return SinkEnd::Fenced;
+            }
             match sink.deliver(&batch) {
                 Ok(()) => break,
                 Err(failure) => {
@@ -440,7 +455,7 @@ pub fn run_blocking<D: DeliverBlocking>(mut sink: D, mut io: SinkIo) -> SinkEnd 
                     };
                     match io.policy.failed(&failure) {
                         Next::RetryIn(delay) => std::thread::sleep(delay),
-                        Next::Stop => return SinkEnd::StdoutClosed,
+                        Next::Stop => return io.policy.stopped(),
                     }
                 }
             }

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::dead_letter::DeadLetters;
 use super::{SinkState, telemetry};
+use crate::ha::Fence;
 
 /// The longest pause between retries of a failing sink, and the pause between attempts at a
 /// refused one: long enough not to spin against a full disk or a wrong credential, short enough
@@ -93,7 +94,7 @@ fn is_access_refusal(kind: &str) -> bool {
 pub enum Next {
     /// Wait this long, then try the same batch again.
     RetryIn(Duration),
-    /// Give up on this batch: the sink's reader is gone.
+    /// Give up on this batch: the sink's reader is gone, or the fence shut.
     Stop,
 }
 
@@ -114,6 +115,8 @@ pub struct Policy {
     /// The kind of the failure being retried, while failing.
     failing: Option<String>,
     attempts: u64,
+    /// Shut when this replica stops leading: no write after that.
+    fence: Fence,
 }
 
 impl Policy {
@@ -135,7 +138,29 @@ impl Policy {
             dead_letters: None,
             failing: None,
             attempts: 0,
+            fence: Fence::default(),
         }
+    }
+
+    /// Writes only while `fence` is open (see [`crate::ha::Fence`]).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Why a worker told to stop stops: the fence shut, or its reader (stdout) went away.
+    pub fn stopped(&self) -> super::SinkEnd {
+        if self.may_write() {
+            super::SinkEnd::StdoutClosed
+        } else {
+            super::SinkEnd::Fenced
+        }
+    }
+
+    /// Whether the sink may write now. Checked before every attempt, so a leader that lost its
+    /// Lease stops within one write.
+    pub fn may_write(&self) -> bool {
+        self.fence.may_write()
     }
 
     /// What happens to a refused batch: retried every `refused_delay`, or, with a dead-letter
@@ -187,6 +212,9 @@ impl Policy {
 
     /// Records a failed attempt and says what to do next.
     pub fn failed(&mut self, failure: &Failure) -> Next {
+        if !self.may_write() {
+            return Next::Stop;
+        }
         let (kind, error, refused, retry_after) = match failure {
             Failure::Closed => return Next::Stop,
             Failure::Retry {

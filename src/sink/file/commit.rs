@@ -164,8 +164,11 @@ fn write_loop(
         if acks.is_none() && !shared.wait_for_room() {
             break;
         }
+        if !shared.policy().may_write() {
+            return SinkEnd::Fenced;
+        }
         if !shared.until_ok(|| sink.append_batch(&batch)) {
-            return SinkEnd::StdoutClosed;
+            return shared.policy().stopped();
         }
         match acks {
             Some(acks) => {
@@ -264,7 +267,9 @@ mod tests {
         });
         let (tx, rx) = mpsc::channel(SINK_QUEUE);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let worker = sink.start(0, rx, ack_tx, &SinkHealth::default()).unwrap();
+        let worker = sink
+            .start(0, rx, ack_tx, &SinkHealth::default(), Default::default())
+            .unwrap();
         (tx, ack_rx, worker)
     }
 
