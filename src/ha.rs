@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::leader::{Elector, LeaderError, Role};
-use crate::metrics::{LEADER, LEADER_TRANSITIONS};
+use crate::metrics::{LEADER, LEADER_TRANSITIONS, WATERMARK_AGE};
 
 /// What the elector tells the pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,11 +25,21 @@ pub struct Standing {
     pub watermark: Option<u64>,
 }
 
+/// What the pipe publishes for the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Its watermark (see [`crate::dedup::replica::Replica::watermark`]).
+    pub watermark: Option<u64>,
+    /// Events wait for the watermark to move: accepted and not committed on a leader, held on a
+    /// standby. The watermark's age counts only while something waits.
+    pub waiting: bool,
+}
+
 /// The pipe's side of the election: its standing, where it publishes its watermark, and the
 /// fence its sinks check.
 pub struct Link {
     pub standing: watch::Receiver<Standing>,
-    pub watermark: watch::Sender<Option<u64>>,
+    pub watermark: watch::Sender<Published>,
     pub fence: Fence,
 }
 
@@ -80,7 +90,7 @@ pub struct Election {
     pub standing: watch::Receiver<Standing>,
     pub fences: Arc<FenceState>,
     /// The pipe's watermark, published at each renewal. Each pipe started gets a sender.
-    watermark: watch::Sender<Option<u64>>,
+    watermark: watch::Sender<Published>,
     release: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -89,7 +99,7 @@ impl Election {
     /// Starts trying for the Lease at once.
     pub fn start(elector: Elector) -> Self {
         let (standing_tx, standing) = watch::channel(Standing::default());
-        let (watermark, watermark_rx) = watch::channel(None);
+        let (watermark, watermark_rx) = watch::channel(Published::default());
         let (release, release_rx) = oneshot::channel();
         let fences = Arc::new(FenceState::default());
         metrics::gauge!(LEADER).set(0.0);
@@ -138,12 +148,13 @@ impl Election {
 async fn run(
     mut elector: Elector,
     standing: watch::Sender<Standing>,
-    watermark: watch::Receiver<Option<u64>>,
+    watermark: watch::Receiver<Published>,
     fences: Arc<FenceState>,
     mut release: oneshot::Receiver<()>,
 ) {
     let config = elector.config().clone();
     let leader_gauge = metrics::gauge!(LEADER);
+    let mut age = Age::default();
     let transitions = metrics::counter!(LEADER_TRANSITIONS);
     let mut leading = false;
     // When the last successful renewal was sent: the Lease's renew time is no earlier, so a
@@ -153,6 +164,7 @@ async fn run(
     loop {
         let sent = Instant::now();
         let published = *watermark.borrow();
+        age.observe(published);
         // A leader's attempt may take until its deadline, a standby's a retry period or so.
         let limit = if leading {
             (renewed_at + config.renew_deadline).saturating_duration_since(sent)
@@ -162,7 +174,7 @@ async fn run(
         let attempt = tokio::select! {
             biased;
             _ = &mut release => break,
-            r = tokio::time::timeout(limit, elector.try_acquire_or_renew(published)) => r,
+            r = tokio::time::timeout(limit, elector.try_acquire_or_renew(published.watermark)) => r,
         };
         match attempt {
             Ok(Ok(Role::Leader(previous))) => {
@@ -215,7 +227,7 @@ async fn run(
             );
             standing.send_replace(Standing {
                 leading: false,
-                watermark: *watermark.borrow(),
+                watermark: watermark.borrow().watermark,
             });
         }
         // A leader renews on time; a standby's attempts are spread a little (client-go adds up to
@@ -238,12 +250,41 @@ async fn run(
     }
     // Released: the pipe has delivered and committed; publish its final watermark and go.
     leader_gauge.set(0.0);
-    let last = *watermark.borrow();
+    let last = watermark.borrow().watermark;
     match elector.release(last).await {
         Ok(()) => info!(watermark = ?last, "released the lease"),
         Err(e) => {
             warn!(error = %e, "could not release the lease; a standby takes over once it expires")
         }
+    }
+}
+
+/// The watermark's age: how long it has not moved while events wait for it. Kept here, beside
+/// the renewals, because the pipe itself may be blocked for as long as the age grows (a leader
+/// whose sink is down waits for room to hand events on).
+struct Age {
+    since: Option<(Instant, Option<u64>)>,
+    gauge: metrics::Gauge,
+}
+
+impl Default for Age {
+    fn default() -> Self {
+        Age {
+            since: None,
+            gauge: metrics::gauge!(WATERMARK_AGE),
+        }
+    }
+}
+
+impl Age {
+    fn observe(&mut self, now: Published) {
+        self.since = match self.since {
+            _ if !now.waiting => None,
+            Some((at, seen)) if seen == now.watermark => Some((at, seen)),
+            _ => Some((Instant::now(), now.watermark)),
+        };
+        self.gauge
+            .set(self.since.map_or(0.0, |(at, _)| at.elapsed().as_secs_f64()));
     }
 }
 

@@ -226,7 +226,7 @@ pub async fn run(
     );
     let publish = |stage: &DedupStage| {
         if let Some(tx) = &published {
-            let value = stage.watermark();
+            let value = stage.published();
             tx.send_if_modified(|w| std::mem::replace(w, value) != value);
         }
     };

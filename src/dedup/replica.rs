@@ -8,12 +8,10 @@
 
 use std::collections::HashMap;
 
-use tokio::time::Instant;
-
 use super::watermark::{Held, Watermark};
 use crate::event::OccurrenceKey;
 use crate::flow::Accepted;
-use crate::metrics::{STANDBY_HELD, WATERMARK_AGE};
+use crate::metrics::STANDBY_HELD;
 
 /// What a standby did with one new occurrence.
 pub enum Taken {
@@ -36,9 +34,6 @@ pub struct Replica {
     held: Held<Accepted>,
     /// The API server's resourceVersions are not numbers: nothing can be compared.
     opaque: bool,
-    /// Since when something has been waiting for a watermark that has not moved.
-    waiting_since: Option<(Instant, Option<u64>)>,
-    age: metrics::Gauge,
     held_gauge: metrics::Gauge,
 }
 
@@ -51,8 +46,6 @@ impl Replica {
             leader: None,
             held: Held::new(max_bytes),
             opaque: false,
-            waiting_since: None,
-            age: metrics::gauge!(WATERMARK_AGE),
             held_gauge: metrics::gauge!(STANDBY_HELD),
         }
     }
@@ -111,6 +104,13 @@ impl Replica {
         }
     }
 
+    /// Whether the previous leader's watermark covers a new occurrence at `version`: a new
+    /// leader still lagging behind its predecessor's stream must not emit again what that one
+    /// committed.
+    pub fn covered_by_predecessor(&self, version: Option<u64>) -> bool {
+        matches!((version, self.leader), (Some(v), Some(w)) if v <= w)
+    }
+
     /// A standby's new occurrence.
     pub fn take(&mut self, accepted: Accepted, version: Option<u64>) -> Taken {
         let Some(v) = version.filter(|_| !self.opaque) else {
@@ -144,22 +144,18 @@ impl Replica {
         self.held.take()
     }
 
-    /// Refreshes the held-events and watermark-age gauges.
-    pub fn observe(&mut self) {
-        let (waiting, value) = if self.leading {
-            (self.own.has_pending(), self.own.value())
+    /// Whether events wait for the watermark to move: accepted and not committed on a leader,
+    /// held on a standby.
+    pub fn waiting(&self) -> bool {
+        if self.leading {
+            self.own.has_pending()
         } else {
-            (!self.held.is_empty(), self.leader)
-        };
-        self.waiting_since = match self.waiting_since {
-            _ if !waiting => None,
-            Some((since, seen)) if seen == value => Some((since, seen)),
-            _ => Some((Instant::now(), value)),
-        };
-        self.age.set(
-            self.waiting_since
-                .map_or(0.0, |(since, _)| since.elapsed().as_secs_f64()),
-        );
+            !self.held.is_empty()
+        }
+    }
+
+    /// Refreshes the held-events gauge.
+    pub fn observe(&self) {
         self.held_gauge.set(self.held.len() as f64);
     }
 

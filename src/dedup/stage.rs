@@ -294,6 +294,10 @@ impl DedupStage {
                     }
                     continue;
                 }
+                if replica.covered_by_predecessor(version) {
+                    self.covered.push(key);
+                    continue;
+                }
                 replica.emitted(key, version);
             }
             if !self.hand_on(accepted, key, out, shutdown).await {
@@ -373,9 +377,12 @@ impl DedupStage {
         self.replica.as_ref().is_none_or(Replica::wants_input)
     }
 
-    /// The watermark to publish while leading.
-    pub fn watermark(&self) -> Option<u64> {
-        self.replica.as_ref().and_then(Replica::watermark)
+    /// What to publish for the Lease.
+    pub fn published(&self) -> crate::ha::Published {
+        crate::ha::Published {
+            watermark: self.replica.as_ref().and_then(Replica::watermark),
+            waiting: self.replica.as_ref().is_some_and(Replica::waiting),
+        }
     }
 
     /// A scope's progress report (see [`crate::flow::SourceMsg::Through`]).

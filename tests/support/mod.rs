@@ -8,6 +8,7 @@ pub mod fake_api;
 pub mod kafka;
 pub mod kube_pipe;
 pub mod receiver;
+pub mod relay;
 pub mod s3;
 
 use std::collections::BTreeMap;
