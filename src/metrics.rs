@@ -31,6 +31,10 @@ pub const ENRICH_GETS: &str = "kube_event_pipe_enrich_gets_total";
 pub const ENRICH_SKIPPED: &str = "kube_event_pipe_enrich_skipped_total";
 pub const DEAD_LETTERS: &str = "kube_event_pipe_dead_letters_total";
 pub const OTLP_REJECTED_RECORDS: &str = "kube_event_pipe_otlp_rejected_records_total";
+pub const LEADER: &str = "kube_event_pipe_leader";
+pub const LEADER_TRANSITIONS: &str = "kube_event_pipe_leader_transitions_total";
+pub const WATERMARK_AGE: &str = "kube_event_pipe_watermark_age_seconds";
+pub const STANDBY_HELD: &str = "kube_event_pipe_standby_held_events";
 
 /// Every exported name with its kind and HELP text; `describe` registers them and the docs
 /// test checks `docs/operations.md` lists each one.
@@ -134,6 +138,26 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         OTLP_REJECTED_RECORDS,
         Kind::Counter,
         "Log records an OTLP receiver accepted the export of but rejected (partial success); not retried.",
+    ),
+    (
+        LEADER,
+        Kind::Gauge,
+        "1 while this replica holds the Lease and emits, 0 while it stands by; only with --leader-elect.",
+    ),
+    (
+        LEADER_TRANSITIONS,
+        Kind::Counter,
+        "Times this process became the leader.",
+    ),
+    (
+        WATERMARK_AGE,
+        Kind::Gauge,
+        "Leader: seconds since its published watermark last covered everything it received (0 when it does). Standby: age of the oldest occurrence it holds that the leader's watermark does not cover yet.",
+    ),
+    (
+        STANDBY_HELD,
+        Kind::Gauge,
+        "Occurrences a standby holds that the leader's watermark does not cover yet (bounded by --standby-max-bytes).",
     ),
 ];
 
