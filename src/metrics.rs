@@ -159,6 +159,26 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Log records an OTLP receiver accepted the export of but rejected (partial success); not retried.",
     ),
+    (
+        LEADER,
+        Kind::Gauge,
+        "1 while this replica holds the Lease and emits, 0 while it stands by; only with --leader-elect.",
+    ),
+    (
+        LEADER_TRANSITIONS,
+        Kind::Counter,
+        "Times this process became the leader.",
+    ),
+    (
+        WATERMARK_AGE,
+        Kind::Gauge,
+        "Leader: seconds since its published watermark last covered everything it received (0 when it does). Standby: age of the oldest occurrence it holds that the leader's watermark does not cover yet.",
+    ),
+    (
+        STANDBY_HELD,
+        Kind::Gauge,
+        "Occurrences a standby holds that the leader's watermark does not cover yet (bounded by --standby-max-bytes).",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! The deployment artefacts as a cluster would receive them: every kustomize overlay rendered by
-//! the real `kubectl kustomize`, and the Dockerfile checked against the repository.
+//! the real `kubectl kustomize` (the `ha` overlay's StatefulSet, Lease role and budget included),
+//! and the Dockerfile checked against the repository.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +50,48 @@ const OVERLAYS: &[&str] = &[
     "overlays/otlp",
     "overlays/enriched",
     "overlays/kafka",
+    "overlays/ha",
 ];
+
+/// The one workload of an overlay: the Deployment, or the StatefulSet of the `ha` overlay.
+fn workload(objects: &[Value]) -> &Value {
+    let mut found = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet");
+    let w = found.next().expect("a Deployment or a StatefulSet");
+    assert!(found.next().is_none(), "one workload");
+    w
+}
+
+/// The spec of the claim the filters live on: the PersistentVolumeClaim the Deployment mounts,
+/// or the StatefulSet's claim template (one claim per replica).
+fn filter_claim<'a>(objects: &'a [Value], overlay: &str) -> &'a Value {
+    let w = workload(objects);
+    let pod = &w["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/kube-event-pipe")
+        .unwrap_or_else(|| panic!("{overlay}: nothing mounted at the persistence path"));
+    let volume = &mount["name"];
+    if w["kind"] == "StatefulSet" {
+        return &w["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .expect("claim templates")
+            .iter()
+            .find(|t| t["metadata"]["name"] == *volume)
+            .unwrap_or_else(|| panic!("{overlay}: no claim template {volume}"))["spec"];
+    }
+    let claim = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == *volume)
+        .and_then(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .unwrap_or_else(|| panic!("{overlay}: {volume} is not a persistent volume"));
+    &find(objects, "PersistentVolumeClaim", claim)["spec"]
+}
 
 /// The restricted Pod Security Standard, field by field, for the pod and every container.
 fn assert_restricted(overlay: &str, deployment: &Value) {
@@ -103,31 +145,35 @@ fn assert_restricted(overlay: &str, deployment: &Value) {
 }
 
 #[test]
-fn every_overlay_renders_a_single_recreated_pod_that_meets_the_restricted_standard() {
+fn every_overlay_renders_one_workload_whose_pod_meets_the_restricted_standard() {
     for overlay in OVERLAYS {
         let objects = render(overlay);
-        let deployment = find(&objects, "Deployment", "kube-event-pipe");
-        assert_eq!(deployment["metadata"]["namespace"], "kube-event-pipe");
-        assert_eq!(deployment["spec"]["replicas"], 1, "{overlay}");
-        assert_eq!(
-            deployment["spec"]["strategy"]["type"], "Recreate",
-            "{overlay}"
-        );
-        assert_restricted(overlay, deployment);
+        let w = workload(&objects);
+        assert_eq!(w["metadata"]["name"], "kube-event-pipe", "{overlay}");
+        assert_eq!(w["metadata"]["namespace"], "kube-event-pipe");
+        if w["kind"] == "Deployment" {
+            // One process owns the filter volume: one replica, and no overlap on an update.
+            assert_eq!(w["spec"]["replicas"], 1, "{overlay}");
+            assert_eq!(w["spec"]["strategy"]["type"], "Recreate", "{overlay}");
+        } else {
+            // Its own shape: the_ha_overlay_runs_two_replicas_….
+            assert_eq!(
+                *overlay, "overlays/ha",
+                "only the ha overlay runs a StatefulSet"
+            );
+        }
+        assert_restricted(overlay, w);
         let ns = find(&objects, "Namespace", "kube-event-pipe");
         assert_eq!(
             ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
             "restricted"
         );
         // The filters live on a claim, not in the container.
-        let pod = &deployment["spec"]["template"]["spec"];
-        let claim = pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
-            .expect("a persistent volume");
-        find(&objects, "PersistentVolumeClaim", claim);
+        assert_eq!(
+            filter_claim(&objects, overlay)["accessModes"],
+            json!(["ReadWriteOnce"]),
+            "{overlay}"
+        );
         assert!(!all_of(&objects, "NetworkPolicy").is_empty(), "{overlay}");
         for o in &objects {
             let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"]
@@ -145,8 +191,14 @@ fn every_overlay_renders_a_single_recreated_pod_that_meets_the_restricted_standa
 
 #[test]
 fn probes_hit_healthz_and_readyz_on_the_port_the_config_listens_on() {
-    let objects = render("overlays/stdout");
-    let deployment = find(&objects, "Deployment", "kube-event-pipe");
+    for overlay in ["overlays/stdout", "overlays/ha"] {
+        probes_of(overlay);
+    }
+}
+
+fn probes_of(overlay: &str) {
+    let objects = render(overlay);
+    let deployment = workload(&objects);
     let c = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["name"], "kube-event-pipe");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -182,32 +234,40 @@ fn probes_hit_healthz_and_readyz_on_the_port_the_config_listens_on() {
         .unwrap();
     assert!(
         drain < grace,
-        "shutdown timeout {drain} s >= grace {grace} s"
+        "{overlay}: shutdown timeout {drain} s >= grace {grace} s"
     );
 }
 
-/// (apiGroup, resource, verbs) of every rule, flattened and sorted.
-fn rules(role: &Value) -> Vec<(String, String, Vec<String>)> {
+/// One grant: (apiGroup, resource, verbs, resourceNames), the names empty when the rule has none.
+type Rule = (String, String, Vec<String>, Vec<String>);
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every rule of a role, flattened per group and resource and sorted.
+fn rules(role: &Value) -> Vec<Rule> {
     let mut out = Vec::new();
     for rule in role["rules"].as_array().expect("rules") {
-        let verbs: Vec<String> = rule["verbs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        for group in rule["apiGroups"].as_array().unwrap() {
-            for res in rule["resources"].as_array().unwrap() {
-                out.push((
-                    group.as_str().unwrap().to_string(),
-                    res.as_str().unwrap().to_string(),
-                    verbs.clone(),
-                ));
+        let verbs = strings(&rule["verbs"]);
+        let names = strings(&rule["resourceNames"]);
+        for group in strings(&rule["apiGroups"]) {
+            for res in strings(&rule["resources"]) {
+                out.push((group.clone(), res, verbs.clone(), names.clone()));
             }
         }
     }
     out.sort();
     out
+}
+
+fn rule(group: &str, resource: &str, verbs: &[&str], names: &[&str]) -> Rule {
+    let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+    (group.into(), resource.into(), owned(verbs), owned(names))
 }
 
 fn assert_bound(objects: &[Value], role: &str) {
@@ -218,38 +278,46 @@ fn assert_bound(objects: &[Value], role: &str) {
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "kube-event-pipe", "namespace": "kube-event-pipe"}])
     );
-    let deployment = find(objects, "Deployment", "kube-event-pipe");
     assert_eq!(
-        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        workload(objects)["spec"]["template"]["spec"]["serviceAccountName"],
         "kube-event-pipe"
     );
 }
 
 #[test]
 fn rbac_is_list_and_watch_of_events_and_get_only_with_enrichment() {
-    let list_watch = vec!["list".to_string(), "watch".to_string()];
     for overlay in [
         "overlays/stdout",
         "overlays/file",
         "overlays/s3",
         "overlays/kafka",
         "overlays/otlp",
+        "overlays/ha",
     ] {
         let objects = render(overlay);
         let roles = all_of(&objects, "ClusterRole");
         assert_eq!(roles.len(), 1, "{overlay}: only the events role");
         assert_eq!(
             rules(roles[0]),
-            vec![(String::new(), "events".into(), list_watch.clone())]
+            vec![rule("", "events", &["list", "watch"], &[])]
         );
         assert_bound(&objects, "kube-event-pipe");
-        assert!(all_of(&objects, "Role").is_empty());
+        // Namespaced roles: only the ha overlay's, for its Lease (checked in its own test).
+        let namespaced: Vec<&str> = all_of(&objects, "Role")
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap())
+            .collect();
+        let expected: &[&str] = if overlay == "overlays/ha" {
+            &["kube-event-pipe-leader"]
+        } else {
+            &[]
+        };
+        assert_eq!(namespaced, expected, "{overlay}");
     }
 
     let objects = render("overlays/enriched");
     let role = find(&objects, "ClusterRole", "kube-event-pipe-enrichment");
-    let get = vec!["get".to_string()];
-    let mut expected: Vec<(String, String, Vec<String>)> = [
+    let mut expected: Vec<Rule> = [
         ("", "pods"),
         ("", "nodes"),
         ("", "services"),
@@ -262,7 +330,7 @@ fn rbac_is_list_and_watch_of_events_and_get_only_with_enrichment() {
         ("batch", "cronjobs"),
     ]
     .iter()
-    .map(|(g, r)| (g.to_string(), r.to_string(), get.clone()))
+    .map(|(g, r)| rule(g, r, &["get"], &[]))
     .collect();
     expected.sort();
     assert_eq!(rules(role), expected);
@@ -353,6 +421,134 @@ fn the_otlp_overlay_exports_to_an_in_cluster_collector_with_dead_letters_on_the_
             .any(|m| dead.starts_with(m["mountPath"].as_str().unwrap_or("?"))
                 && m["readOnly"] != true),
         "{dead} is on no writable mount: {mounts:?}"
+    );
+}
+
+/// Two replicas, each with its own claim, spread over nodes, one Lease between them, and the
+/// base's pod otherwise: what `docs/operations.md` ("High availability") describes.
+#[test]
+fn the_ha_overlay_runs_two_replicas_with_their_own_claims_a_lease_role_and_a_disruption_budget() {
+    let objects = render("overlays/ha");
+    assert!(
+        all_of(&objects, "Deployment").is_empty(),
+        "the StatefulSet replaces it"
+    );
+    assert!(
+        all_of(&objects, "PersistentVolumeClaim").is_empty(),
+        "claims are per replica"
+    );
+    let set = find(&objects, "StatefulSet", "kube-event-pipe");
+    let spec = &set["spec"];
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(spec["podManagementPolicy"], "Parallel");
+    let templates: Vec<&str> = spec["volumeClaimTemplates"]
+        .as_array()
+        .expect("claim templates")
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(templates, ["filters"]);
+    let service = find(&objects, "Service", spec["serviceName"].as_str().unwrap());
+    assert_eq!(service["spec"]["clusterIP"], "None", "headless");
+
+    // Every selector picks exactly the pods of this set.
+    let pod_labels = &spec["template"]["metadata"]["labels"];
+    let selects_the_pods = |selector: &Value, what: &str| {
+        let selector = selector.as_object().expect(what);
+        assert!(!selector.is_empty(), "{what}");
+        for (k, v) in selector {
+            assert_eq!(&pod_labels[k], v, "{what}: {k}");
+        }
+    };
+    selects_the_pods(&spec["selector"]["matchLabels"], "StatefulSet selector");
+    selects_the_pods(&service["spec"]["selector"], "Service selector");
+    let budget = find(&objects, "PodDisruptionBudget", "kube-event-pipe");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert!(budget["spec"]["minAvailable"].is_null());
+    selects_the_pods(
+        &budget["spec"]["selector"]["matchLabels"],
+        "budget selector",
+    );
+
+    // Never two replicas on one node.
+    let pod = &spec["template"]["spec"];
+    let anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .expect("required pod anti-affinity");
+    assert_eq!(anti.len(), 1);
+    assert_eq!(anti[0]["topologyKey"], "kubernetes.io/hostname");
+    selects_the_pods(&anti[0]["labelSelector"]["matchLabels"], "anti-affinity");
+
+    // Leader election on, the Lease named, the holder's identity from the pod's name.
+    let config = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
+    assert_eq!(config["KUBE_EVENT_PIPE_LEADER_ELECT"], "true");
+    let lease = config["KUBE_EVENT_PIPE_LEASE_NAME"]
+        .as_str()
+        .expect("the Lease's name");
+    let c = &pod["containers"][0];
+    assert_eq!(c["name"], "kube-event-pipe");
+    assert_eq!(
+        c["env"],
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
+    );
+    assert!(c["args"].is_null(), "settings come from the ConfigMap");
+
+    // The Lease role: get and update of that one Lease, create of leases (RBAC cannot name an
+    // object that does not exist yet), in the pipe's own namespace, bound to its account.
+    let role = find(&objects, "Role", "kube-event-pipe-leader");
+    assert_eq!(role["metadata"]["namespace"], "kube-event-pipe");
+    let mut expected = vec![
+        rule(
+            "coordination.k8s.io",
+            "leases",
+            &["get", "update"],
+            &[lease],
+        ),
+        rule("coordination.k8s.io", "leases", &["create"], &[]),
+    ];
+    expected.sort();
+    assert_eq!(rules(role), expected);
+    let binding = find(&objects, "RoleBinding", "kube-event-pipe-leader");
+    assert_eq!(binding["metadata"]["namespace"], "kube-event-pipe");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kube-event-pipe-leader"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "kube-event-pipe"}])
+    );
+
+    // Apart from those parts, and the memory a standby may hold, the base's pod.
+    let base = render("base");
+    let base_template = &find(&base, "Deployment", "kube-event-pipe")["spec"]["template"];
+    let strip = |template: &Value| {
+        let mut t = template.clone();
+        let spec = t["spec"].as_object_mut().unwrap();
+        spec.remove("affinity");
+        spec.remove("volumes");
+        let c = t["spec"]["containers"][0].as_object_mut().unwrap();
+        c.remove("env");
+        c["resources"]["limits"]
+            .as_object_mut()
+            .unwrap()
+            .remove("memory");
+        t
+    };
+    assert_eq!(strip(&spec["template"]), strip(base_template));
+    let memory = |t: &Value| {
+        quantity_bytes(
+            t["spec"]["containers"][0]["resources"]["limits"]["memory"]
+                .as_str()
+                .unwrap(),
+        )
+    };
+    // Room for the default --standby-max-bytes (64 MiB) above the base's limit.
+    assert!(memory(&spec["template"]) >= memory(base_template) + (64 << 20));
+    assert_eq!(
+        filter_claim(&objects, "overlays/ha"),
+        &find(&base, "PersistentVolumeClaim", "kube-event-pipe-filters")["spec"],
+        "each replica's claim is the base's"
     );
 }
 
@@ -558,8 +754,7 @@ fn quantity_bytes(q: &str) -> u64 {
 fn the_filter_claim_holds_the_configured_generations_with_room_to_spare() {
     for overlay in OVERLAYS {
         let objects = render(overlay);
-        let claim = find(&objects, "PersistentVolumeClaim", "kube-event-pipe-filters");
-        let storage = claim["spec"]["resources"]["requests"]["storage"]
+        let storage = filter_claim(&objects, overlay)["resources"]["requests"]["storage"]
             .as_str()
             .expect("a storage request");
         let config = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];

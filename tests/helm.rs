@@ -1,7 +1,7 @@
 //! The Helm chart as a cluster would receive it: every example values file rendered offline by
 //! the real Helm library (helm-python-sdk, through `deploy/helm/render.py`), checked for the
 //! restricted Pod Security Standard and least-privilege RBAC, and compared with the kustomize
-//! base it must match by default.
+//! base it must match by default and with the kustomize `ha` overlay in HA mode.
 //!
 //! The renderer is the Python interpreter in `KUBE_EVENT_PIPE_HELM_PYTHON` (`.ci/run` installs
 //! helm-python-sdk into a venv and sets it), else `python3`. Without helm-python-sdk the tests
@@ -70,9 +70,14 @@ fn render(python: &str, args: &[&str]) -> Vec<Value> {
 
 /// The kustomize base, rendered by the real `kubectl kustomize` (as tests/deploy.rs does).
 fn kustomize_base() -> Vec<Value> {
+    kustomize("base")
+}
+
+/// A kustomize directory under deploy/kustomize, rendered by `kubectl kustomize`.
+fn kustomize(dir: &str) -> Vec<Value> {
     let out = Command::new("kubectl")
         .arg("kustomize")
-        .arg(repo().join("deploy/kustomize/base"))
+        .arg(repo().join("deploy/kustomize").join(dir))
         .output()
         .expect("run kubectl (CI installs it; see .ci/run)");
     assert!(
@@ -156,25 +161,27 @@ fn assert_restricted(case: &str, workload: &Value) {
     }
 }
 
-type Rule = (String, String, Vec<String>);
+/// One grant: (apiGroup, resource, verbs, resourceNames), the names empty when the rule has none.
+type Rule = (String, String, Vec<String>, Vec<String>);
 
-/// (apiGroup, resource, verbs) of every rule of a role, flattened and sorted.
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().expect("a string").to_string())
+        .collect()
+}
+
+/// Every rule of a role, flattened per group and resource and sorted.
 fn rules(role: &Value) -> Vec<Rule> {
     let mut out = Vec::new();
     for rule in role["rules"].as_array().expect("rules") {
-        let verbs: Vec<String> = rule["verbs"]
-            .as_array()
-            .expect("verbs")
-            .iter()
-            .map(|v| v.as_str().expect("verb").to_string())
-            .collect();
-        for group in rule["apiGroups"].as_array().expect("apiGroups") {
-            for res in rule["resources"].as_array().expect("resources") {
-                out.push((
-                    group.as_str().expect("group").to_string(),
-                    res.as_str().expect("resource").to_string(),
-                    verbs.clone(),
-                ));
+        let verbs = strings(&rule["verbs"]);
+        let names = strings(&rule["resourceNames"]);
+        assert!(!verbs.is_empty(), "verbs");
+        for group in strings(&rule["apiGroups"]) {
+            for res in strings(&rule["resources"]) {
+                out.push((group.clone(), res, verbs.clone(), names.clone()));
             }
         }
     }
@@ -182,39 +189,44 @@ fn rules(role: &Value) -> Vec<Rule> {
     out
 }
 
-fn rule_set(entries: &[(&str, &str, &[&str])]) -> Vec<Rule> {
+/// (apiGroup, resource, verbs, resourceNames) entries as rules, sorted.
+fn rule_set(entries: &[(&str, &str, &[&str], &[&str])]) -> Vec<Rule> {
+    let owned = |l: &[&str]| l.iter().map(|v| v.to_string()).collect();
     let mut out: Vec<Rule> = entries
         .iter()
-        .map(|(g, r, verbs)| {
-            (
-                g.to_string(),
-                r.to_string(),
-                verbs.iter().map(|v| v.to_string()).collect(),
-            )
-        })
+        .map(|(g, r, verbs, names)| (g.to_string(), r.to_string(), owned(verbs), owned(names)))
         .collect();
     out.sort();
     out
 }
 
-const EVENTS: &[(&str, &str, &[&str])] = &[("", "events", &["list", "watch"])];
-const ENRICHMENT: &[(&str, &str, &[&str])] = &[
-    ("", "pods", &["get"]),
-    ("", "nodes", &["get"]),
-    ("", "services", &["get"]),
-    ("", "persistentvolumeclaims", &["get"]),
-    ("apps", "deployments", &["get"]),
-    ("apps", "replicasets", &["get"]),
-    ("apps", "statefulsets", &["get"]),
-    ("apps", "daemonsets", &["get"]),
-    ("batch", "jobs", &["get"]),
-    ("batch", "cronjobs", &["get"]),
+const EVENTS: &[(&str, &str, &[&str], &[&str])] = &[("", "events", &["list", "watch"], &[])];
+const ENRICHMENT: &[(&str, &str, &[&str], &[&str])] = &[
+    ("", "pods", &["get"], &[]),
+    ("", "nodes", &["get"], &[]),
+    ("", "services", &["get"], &[]),
+    ("", "persistentvolumeclaims", &["get"], &[]),
+    ("apps", "deployments", &["get"], &[]),
+    ("apps", "replicasets", &["get"], &[]),
+    ("apps", "statefulsets", &["get"], &[]),
+    ("apps", "daemonsets", &["get"], &[]),
+    ("batch", "jobs", &["get"], &[]),
+    ("batch", "cronjobs", &["get"], &[]),
 ];
-const LEASES: &[(&str, &str, &[&str])] = &[(
-    "coordination.k8s.io",
-    "leases",
-    &["get", "create", "update"],
-)];
+
+/// The Lease role: get and update of the one Lease, create of leases (RBAC cannot name an
+/// object that does not exist yet).
+fn lease_rules(lease: &str) -> Vec<Rule> {
+    rule_set(&[
+        (
+            "coordination.k8s.io",
+            "leases",
+            &["get", "update"],
+            &[lease],
+        ),
+        ("coordination.k8s.io", "leases", &["create"], &[]),
+    ])
+}
 
 /// The values one example file sets, for the expectations that depend on them.
 fn values_of(path: &Path) -> Value {
@@ -282,10 +294,14 @@ fn assert_rbac(case: &str, objects: &[Value], values: &Value) {
         })
         .collect();
     if ha {
+        let lease = values["ha"]["leaseName"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .unwrap_or("kube-event-pipe");
         expected_roles.push((
             namespace.clone(),
             "kube-event-pipe-leader".into(),
-            rule_set(LEASES),
+            lease_rules(lease),
         ));
     }
     expected_roles.sort();
@@ -646,6 +662,7 @@ fn ha_mode_runs_two_replicas_with_their_own_claims_a_lease_and_a_disruption_budg
     );
     let set = find(&objects, "StatefulSet", "kube-event-pipe");
     assert_eq!(set["spec"]["replicas"], 2);
+    assert_eq!(set["spec"]["podManagementPolicy"], "Parallel");
     let templates: Vec<&str> = set["spec"]["volumeClaimTemplates"]
         .as_array()
         .unwrap()
@@ -659,20 +676,204 @@ fn ha_mode_runs_two_replicas_with_their_own_claims_a_lease_and_a_disruption_budg
         set["spec"]["serviceName"].as_str().unwrap(),
     );
     assert_eq!(service["spec"]["clusterIP"], "None");
-    let c = &set["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(c["args"], json!(["--leader-elect"]));
+    let pod = &set["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert!(c["args"].is_null(), "settings come from the ConfigMap");
     assert_eq!(
         c["env"],
         json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}])
     );
+    let data = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
+    assert_eq!(data["KUBE_EVENT_PIPE_LEADER_ELECT"], "true");
+    assert_eq!(data["KUBE_EVENT_PIPE_LEASE_NAME"], "kube-event-pipe");
+    for default in [
+        "KUBE_EVENT_PIPE_LEASE_DURATION_SEC",
+        "KUBE_EVENT_PIPE_RENEW_DEADLINE_SEC",
+        "KUBE_EVENT_PIPE_RETRY_PERIOD_SEC",
+        "KUBE_EVENT_PIPE_STANDBY_MAX_BYTES",
+    ] {
+        assert!(data[default].is_null(), "{default}: the pipe's default");
+    }
+    let selector = &set["spec"]["selector"]["matchLabels"];
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"],
+        json!({"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+        ]})
+    );
+    let limit = c["resources"]["limits"]["memory"].as_str().unwrap();
+    assert_eq!(limit, "256Mi", "room for what a standby holds");
     let pdb = find(&objects, "PodDisruptionBudget", "kube-event-pipe");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert_eq!(pdb["spec"]["selector"], set["spec"]["selector"]);
-    // Off by default: the flag is not in the pipe yet.
+    // Off by default: one replica is the kustomize base's shape.
     let defaults: Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
             .unwrap();
     assert_eq!(defaults["ha"]["enabled"], false);
+
+    // The Lease's name and timing, what a standby may hold, softer spreading, an affinity of
+    // the user's own kept beside it.
+    let set_ha = r#"ha={"enabled":true,"leaseName":"events-leader","leaseDurationSeconds":30,"renewDeadlineSeconds":20,"retryPeriodSeconds":4,"standbyMaxBytes":16777216,"antiAffinity":"preferred"}"#;
+    let node_affinity = json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}
+    ]}});
+    let set_affinity = format!("affinity={}", json!({"nodeAffinity": node_affinity}));
+    let objects = render(
+        &python,
+        &["--set-json", set_ha, "--set-json", &set_affinity],
+    );
+    let data = &find(&objects, "ConfigMap", "kube-event-pipe")["data"];
+    for (key, value) in [
+        ("KUBE_EVENT_PIPE_LEASE_NAME", "events-leader"),
+        ("KUBE_EVENT_PIPE_LEASE_DURATION_SEC", "30"),
+        ("KUBE_EVENT_PIPE_RENEW_DEADLINE_SEC", "20"),
+        ("KUBE_EVENT_PIPE_RETRY_PERIOD_SEC", "4"),
+        ("KUBE_EVENT_PIPE_STANDBY_MAX_BYTES", "16777216"),
+    ] {
+        assert_eq!(data[key], value, "{key}");
+    }
+    assert_eq!(
+        rules(find(&objects, "Role", "kube-event-pipe-leader")),
+        lease_rules("events-leader")
+    );
+    let set = find(&objects, "StatefulSet", "kube-event-pipe");
+    let affinity = &set["spec"]["template"]["spec"]["affinity"];
+    assert_eq!(affinity["nodeAffinity"], node_affinity);
+    let preferred = &affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+    assert_eq!(preferred[0]["weight"], 100);
+    assert_eq!(
+        preferred[0]["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert!(
+        affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"].is_null()
+    );
+    // A leader must stop emitting before its Lease expires for the others.
+    for (set, key) in [
+        (
+            r#"ha={"enabled":true,"leaseDurationSeconds":10,"renewDeadlineSeconds":10}"#,
+            "ha.renewDeadlineSeconds",
+        ),
+        (
+            r#"ha={"enabled":true,"retryPeriodSeconds":10}"#,
+            "ha.retryPeriodSeconds",
+        ),
+    ] {
+        let out = run_render(&python, &["--set-json", set]);
+        assert!(!out.status.success(), "{set} rendered");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{set}: {stderr}");
+    }
+}
+
+/// The chart in HA mode and the kustomize `ha` overlay deploy the same thing: replicas, claim,
+/// spreading, budget, Lease role and name, identity, and the pod the base already shares.
+#[test]
+fn ha_mode_matches_the_kustomize_ha_overlay() {
+    let Some(python) = helm_python() else { return };
+    let overlay = kustomize("overlays/ha");
+    let chart = render(&python, &["--set-json", "ha={\"enabled\":true}"]);
+    let kinds = |objects: &[Value]| {
+        let mut k: Vec<String> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap().to_string())
+            .filter(|k| k != "Namespace")
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds(&chart), kinds(&overlay));
+
+    let (a, b) = (
+        find(&chart, "StatefulSet", "kube-event-pipe"),
+        find(&overlay, "StatefulSet", "kube-event-pipe"),
+    );
+    for field in ["replicas", "podManagementPolicy", "serviceName"] {
+        assert_eq!(a["spec"][field], b["spec"][field], "StatefulSet {field}");
+    }
+    let claims = |set: &Value| -> Vec<(Value, Value)> {
+        set["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["metadata"]["name"].clone(), t["spec"].clone()))
+            .collect()
+    };
+    assert_eq!(claims(a), claims(b), "claim templates");
+    let (pa, pb) = (
+        &a["spec"]["template"]["spec"],
+        &b["spec"]["template"]["spec"],
+    );
+    for field in [
+        "securityContext",
+        "terminationGracePeriodSeconds",
+        "serviceAccountName",
+    ] {
+        assert_eq!(pa[field], pb[field], "pod {field}");
+    }
+    // The same spreading; the chart's selector also names the release.
+    let spread = |pod: &Value| {
+        let mut terms =
+            pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                .clone();
+        terms[0]["labelSelector"] = Value::Null;
+        terms
+    };
+    assert_eq!(spread(pa), spread(pb));
+    let (ca, cb) = (&pa["containers"][0], &pb["containers"][0]);
+    for field in [
+        "name",
+        "image",
+        "env",
+        "envFrom",
+        "securityContext",
+        "resources",
+        "ports",
+        "livenessProbe",
+        "readinessProbe",
+        "volumeMounts",
+    ] {
+        assert_eq!(ca[field], cb[field], "container {field}");
+    }
+    assert_eq!(
+        find(&chart, "ConfigMap", "kube-event-pipe")["data"],
+        find(&overlay, "ConfigMap", "kube-event-pipe")["data"],
+        "the pipe's settings"
+    );
+    assert_eq!(
+        find(&chart, "PodDisruptionBudget", "kube-event-pipe")["spec"]["maxUnavailable"],
+        find(&overlay, "PodDisruptionBudget", "kube-event-pipe")["spec"]["maxUnavailable"]
+    );
+    for (kind, name) in [
+        ("Role", "kube-event-pipe-leader"),
+        ("ClusterRole", "kube-event-pipe"),
+    ] {
+        assert_eq!(
+            rules(find(&chart, kind, name)),
+            rules(find(&overlay, kind, name)),
+            "{kind} {name}"
+        );
+    }
+    for (kind, name) in [
+        ("RoleBinding", "kube-event-pipe-leader"),
+        ("ClusterRoleBinding", "kube-event-pipe"),
+    ] {
+        for field in ["roleRef", "subjects"] {
+            assert_eq!(
+                find(&chart, kind, name)[field],
+                find(&overlay, kind, name)[field],
+                "{kind} {name} {field}"
+            );
+        }
+    }
+    let (sa, sb) = (
+        find(&chart, "Service", "kube-event-pipe"),
+        find(&overlay, "Service", "kube-event-pipe"),
+    );
+    for field in ["clusterIP", "ports"] {
+        assert_eq!(sa["spec"][field], sb["spec"][field], "Service {field}");
+    }
 }
 
 #[test]
@@ -721,6 +922,20 @@ fn notes_say_how_to_see_the_events_and_the_chart_lints_clean() {
         "{notes}"
     );
     assert!(!notes.contains(" logs deploy/"), "no stdout sink: {notes}");
+    // In HA mode the leader writes the events: the notes find it through the Lease.
+    let ha = chart().join("ci/ha-values.yaml");
+    let out = run_render(&python, &["--notes", "--values", ha.to_str().unwrap()]);
+    let notes = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        notes.contains(
+            "logs \"$(kubectl -n kube-event-pipe get lease kube-event-pipe -o jsonpath='{.spec.holderIdentity}')\""
+        ),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("rollout status statefulset/kube-event-pipe"),
+        "{notes}"
+    );
 
     for file in example_values() {
         let out = run_render(&python, &["--lint", "--values", file.to_str().unwrap()]);

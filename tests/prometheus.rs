@@ -202,7 +202,7 @@ fn every_metric_on_the_grafana_dashboard_is_one_the_pipe_exports() {
         );
     }
     // What the dashboard is for: rates in and out per sink, duplicates, acks pending, filter
-    // fill, relists, latency.
+    // fill, relists, latency, and which replica leads with what its standby holds.
     for needed in [
         "kube_event_pipe_events_received_total",
         "kube_event_pipe_events_emitted_total",
@@ -211,6 +211,9 @@ fn every_metric_on_the_grafana_dashboard_is_one_the_pipe_exports() {
         "kube_event_pipe_dedup_fill_ratio",
         "kube_event_pipe_watch_restarts_total",
         "kube_event_pipe_batch_flush_seconds_bucket",
+        "kube_event_pipe_leader",
+        "kube_event_pipe_watermark_age_seconds",
+        "kube_event_pipe_standby_held_events",
     ] {
         assert!(used.contains(needed), "the dashboard shows no {needed}");
     }

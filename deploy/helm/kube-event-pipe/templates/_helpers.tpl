@@ -40,6 +40,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
+{{/* The Lease the replicas elect a leader through (HA mode): ha.leaseName, else the full name. */}}
+{{- define "kube-event-pipe.leaseName" -}}
+{{- default (include "kube-event-pipe.fullname" .) .Values.ha.leaseName }}
+{{- end }}
+
 {{- define "kube-event-pipe.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}

@@ -39,7 +39,19 @@ spec:
   tolerations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with .Values.affinity }}
+  {{- $affinity := deepCopy .Values.affinity }}
+  {{- if and .Values.ha.enabled (not (hasKey $affinity "podAntiAffinity")) }}
+  {{- /* Replicas on one node fail together, which is the failure HA mode is for: required by
+  default, so a placement that cannot be met shows as a Pending pod rather than two replicas
+  silently sharing a node; preferred for single-node clusters. */}}
+  {{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "kube-event-pipe.selectorLabels" . | fromYaml)) }}
+  {{- if eq .Values.ha.antiAffinity "required" }}
+  {{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+  {{- else }}
+  {{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+  {{- end }}
+  {{- end }}
+  {{- with $affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -54,16 +66,13 @@ spec:
     - name: kube-event-pipe
       image: {{ include "kube-event-pipe.image" . }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
-      {{- if .Values.ha.enabled }}
-      args: ["--leader-elect"]
-      {{- end }}
       envFrom:
         - configMapRef:
             name: {{ $fullname }}
       {{- if or .Values.ha.enabled .Values.extraEnv }}
       env:
         {{- if .Values.ha.enabled }}
-        # The Lease holder's identity.
+        # The Lease holder's identity: stable per replica, distinct between them.
         - name: POD_NAME
           valueFrom:
             fieldRef:
@@ -86,7 +95,9 @@ spec:
         periodSeconds: 20
         timeoutSeconds: 5
         failureThreshold: 3
-      # Ready once the initial list is delivered, and while every sink accepts writes.
+      # Ready once the initial list is delivered, and while every sink accepts writes. In HA mode
+      # a standby is ready once it has read the initial list and follows the watch, so a rolling
+      # update replaces the next pod only when this one could take over.
       readinessProbe:
         httpGet:
           path: /readyz
@@ -95,7 +106,7 @@ spec:
         timeoutSeconds: 5
         failureThreshold: 1
       resources:
-        {{- toYaml .Values.resources | nindent 8 }}
+        {{- toYaml (ternary .Values.ha.resources .Values.resources .Values.ha.enabled) | nindent 8 }}
       securityContext:
         allowPrivilegeEscalation: false
         readOnlyRootFilesystem: true
