@@ -14,6 +14,9 @@
 #[path = "../tests/support/kafka.rs"]
 #[allow(dead_code)]
 mod kafka;
+#[path = "../tests/support/relay.rs"]
+#[allow(dead_code)]
+mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

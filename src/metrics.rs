@@ -40,26 +40,6 @@ pub const STANDBY_HELD: &str = "kube_event_pipe_standby_held_events";
 /// test checks `docs/operations.md` lists each one.
 pub const ALL: &[(&str, Kind, &str)] = &[
     (
-        LEADER,
-        Kind::Gauge,
-        "1 while this replica holds the Lease and emits, 0 while it stands by (only with --leader-elect).",
-    ),
-    (
-        LEADER_TRANSITIONS,
-        Kind::Counter,
-        "Times this process became the leader.",
-    ),
-    (
-        WATERMARK_AGE,
-        Kind::Gauge,
-        "Seconds the delivery watermark has not moved while events wait for it: on the leader, accepted events not yet committed; on a standby, held events the leader's watermark does not cover yet. 0 when nothing waits.",
-    ),
-    (
-        STANDBY_HELD,
-        Kind::Gauge,
-        "Occurrences a standby holds, received but neither emitted nor covered by the leader's watermark.",
-    ),
-    (
         EVENTS_RECEIVED,
         Kind::Counter,
         "Events read from the source, before deduplication (label source).",
@@ -172,7 +152,7 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (
         WATERMARK_AGE,
         Kind::Gauge,
-        "Leader: seconds since its published watermark last covered everything it received (0 when it does). Standby: age of the oldest occurrence it holds that the leader's watermark does not cover yet.",
+        "Seconds the watermark has not moved while events wait for it: on the leader, accepted events not yet committed; on a standby, held occurrences the leader's watermark does not cover. 0 when nothing waits.",
     ),
     (
         STANDBY_HELD,
