@@ -11,6 +11,7 @@
 //! received; and it has no way to tell when the first complete list has been handed over.
 
 mod client;
+mod reader;
 mod retry;
 
 use std::fmt;
@@ -20,8 +21,8 @@ use std::time::Duration;
 
 use futures::{AsyncBufRead, AsyncBufReadExt};
 use kube::Client;
+use kube::core::Request;
 use kube::core::params::{ListParams, WatchParams};
-use kube::core::{Request, Status};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -34,14 +35,12 @@ use crate::scan;
 
 pub use client::{Cluster, cluster_uid, connect};
 use client::{error_chain, probe, startup_error};
+use reader::{InitialEvents, ReadEnd, WatchReader};
 use retry::{Restarts, Retry};
 
 /// Records per hand-off, as the replay source: a page or a burst of watch lines is split into
 /// hand-offs of this size; a quieter stream is handed off as each network read ends.
 const HANDOFF_BATCH: usize = 256;
-
-/// A watch line longer than this is not an Event (the API server caps objects at 1.5 MiB).
-const MAX_LINE: usize = 16 << 20;
 
 /// Grace beyond the watch's own timeout before a silent connection counts as dead.
 const WATCH_GRACE: Duration = Duration::from_secs(30);
@@ -53,9 +52,6 @@ const EMPTY_WATCH: Duration = Duration::from_secs(5);
 /// Empty watches in a row after which the resourceVersion is taken as lost and the source
 /// relists.
 const EMPTY_WATCHES_BEFORE_RELIST: u32 = 2;
-
-/// The annotation of the BOOKMARK that ends the initial events of a streaming list.
-const INITIAL_EVENTS_END: &str = "\"k8s.io/initial-events-end\":\"true\"";
 
 /// Checks that the identity may list events in every scope, then starts one watcher per scope.
 /// Returns once the watchers run; they stop when `tx`'s receiver is dropped.
@@ -158,18 +154,6 @@ enum WatchEnd {
     NoStreaming(String),
     /// The pipeline is gone or the source failed for good.
     Stop,
-}
-
-/// One page of a list, borrowed from the response text.
-/// What one watch line asked for.
-enum LineOutcome {
-    Continue,
-    /// A 410 ERROR: the watch's resourceVersion is gone.
-    Gone,
-    /// Another ERROR event: the watch should be restarted.
-    Error(Box<Status>),
-    /// An ordinary bookmark where the end of the initial events was awaited.
-    PlainWatch,
 }
 
 /// A watcher of one scope: list, then watch; relist when the history is gone.
@@ -470,17 +454,11 @@ impl Watcher {
         };
         self.watching = true;
         let deadline = started + self.config.watch_timeout + WATCH_GRACE;
-        let mut reader = WatchReader {
-            received: 0,
-            partial: Vec::new(),
-            batch: Vec::with_capacity(HANDOFF_BATCH),
-            version: None,
-            initial: if streaming {
-                InitialEvents::Awaited { events: 0 }
-            } else {
-                InitialEvents::NotAsked
-            },
-        };
+        let mut reader = WatchReader::new(if streaming {
+            InitialEvents::Awaited { events: 0 }
+        } else {
+            InitialEvents::NotAsked
+        });
         let end = self
             .read_watch(stream, &mut reader, deadline, started)
             .await;
@@ -695,179 +673,6 @@ impl Watcher {
     }
 }
 
-/// How reading one watch response ended.
-enum ReadEnd {
-    /// The server ended the stream.
-    Closed,
-    Gone,
-    Error(Box<Status>),
-    /// A read failed or the connection went silent.
-    Broken(String),
-    /// A streaming list turned out to be a plain watch: an ordinary bookmark came before the
-    /// end of the initial events.
-    PlainWatch,
-    Stop,
-}
-
-/// Where a watch is in the initial events of a streaming list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum InitialEvents {
-    /// A plain watch: there are none.
-    NotAsked,
-    /// Still reading them; `events` so far.
-    Awaited { events: u64 },
-    /// The bookmark that ends them was read, not yet reported.
-    Reached { events: u64 },
-    /// Reported: the rest is an ordinary watch.
-    Ended,
-}
-
-/// Splits a watch response into lines and lines into records, across reads.
-struct WatchReader {
-    /// Events and bookmarks read from this response.
-    received: u64,
-    partial: Vec<u8>,
-    batch: Vec<EventRecord>,
-    /// The resourceVersion of the last event or bookmark read.
-    version: Option<String>,
-    initial: InitialEvents,
-}
-
-impl WatchReader {
-    /// Takes one read's bytes; returns how the watch ends if a line said so.
-    fn feed(
-        &mut self,
-        chunk: &[u8],
-        mut record: impl FnMut(Result<EventRecord, EventError>) -> Option<EventRecord>,
-    ) -> Option<ReadEnd> {
-        let mut rest = chunk;
-        // Whether the last line of this read that carried a resourceVersion was an event (its
-        // record is then the batch's last) rather than a bookmark.
-        let mut last_is_event = false;
-        let mut end = None;
-        while let Some(pos) = memchr::memchr(b'\n', rest) {
-            let (line, after) = rest.split_at(pos);
-            rest = &after[1..];
-            let outcome = if self.partial.is_empty() {
-                self.line(line, &mut record, &mut last_is_event)
-            } else {
-                let mut whole = std::mem::take(&mut self.partial);
-                whole.extend_from_slice(line);
-                let outcome = self.line(&whole, &mut record, &mut last_is_event);
-                whole.clear();
-                self.partial = whole;
-                outcome
-            };
-            match outcome {
-                LineOutcome::Continue => {}
-                LineOutcome::Gone => {
-                    end = Some(ReadEnd::Gone);
-                    break;
-                }
-                LineOutcome::Error(status) => {
-                    end = Some(ReadEnd::Error(status));
-                    break;
-                }
-                LineOutcome::PlainWatch => {
-                    end = Some(ReadEnd::PlainWatch);
-                    break;
-                }
-            }
-        }
-        if end.is_none() {
-            if self.partial.len() + rest.len() > MAX_LINE {
-                self.partial.clear();
-                end = Some(ReadEnd::Broken(format!(
-                    "a watch line longer than {MAX_LINE} bytes"
-                )));
-            } else {
-                self.partial.extend_from_slice(rest);
-            }
-        }
-        // One resourceVersion parse per read, not per event: only the last one matters.
-        if last_is_event && let Some(v) = self.batch.last().and_then(|r| r.resource_version()) {
-            self.version = Some(v.to_string());
-        }
-        end
-    }
-
-    fn line(
-        &mut self,
-        line: &[u8],
-        record: &mut impl FnMut(Result<EventRecord, EventError>) -> Option<EventRecord>,
-        last_is_event: &mut bool,
-    ) -> LineOutcome {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            return LineOutcome::Continue;
-        }
-        let Ok(text) = std::str::from_utf8(line) else {
-            warn!("skipping a watch line that is not UTF-8");
-            return LineOutcome::Continue;
-        };
-        let envelope = match scan::envelope(text) {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "skipping a watch line that is not a watch event");
-                return LineOutcome::Continue;
-            }
-        };
-        let (Some(kind), Some((span, fields))) = (envelope.kind, envelope.object) else {
-            warn!("skipping a watch line without a type and an object");
-            return LineOutcome::Continue;
-        };
-        let change = match kind.value(text).as_ref() {
-            "ADDED" => Change::Added,
-            "MODIFIED" => Change::Modified,
-            "DELETED" => Change::Deleted,
-            "BOOKMARK" => {
-                self.received += 1;
-                if let InitialEvents::Awaited { events } = self.initial {
-                    // Bookmarks are rare: a substring search of the line is cheap enough.
-                    if !text.contains(INITIAL_EVENTS_END) {
-                        return LineOutcome::PlainWatch;
-                    }
-                    self.initial = InitialEvents::Reached { events };
-                }
-                if let Some(v) = fields
-                    .resource_version
-                    .map(|v| v.value(text))
-                    .filter(|v| !v.is_empty())
-                {
-                    self.version = Some(v.into_owned());
-                    *last_is_event = false;
-                }
-                return LineOutcome::Continue;
-            }
-            "ERROR" => {
-                let object = &text[span];
-                let status: Status = serde_json::from_str(object)
-                    .unwrap_or_else(|_| Status::failure(object, "Unknown"));
-                return if status.code == 410 {
-                    LineOutcome::Gone
-                } else {
-                    LineOutcome::Error(Box::new(status))
-                };
-            }
-            other => {
-                warn!(kind = other, "skipping a watch event of an unknown type");
-                return LineOutcome::Continue;
-            }
-        };
-        self.received += 1;
-        if let InitialEvents::Awaited { events } = &mut self.initial {
-            *events += 1;
-        }
-        if let Some(r) = record(EventRecord::from_scanned(
-            change, text, span, &fields, false,
-        )) {
-            self.batch.push(r);
-            *last_is_event = true;
-        }
-        LineOutcome::Continue
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,136 +709,5 @@ mod tests {
             r#"{"apiVersion":"v1","metadata":{"name":"c"}}"#
         );
         assert_eq!(list.resource_version.unwrap().value(page), "9");
-    }
-
-    fn feed_all(reader: &mut WatchReader, chunks: &[&str]) -> Option<ReadEnd> {
-        for c in chunks {
-            if let Some(end) = reader.feed(c.as_bytes(), Result::ok) {
-                return Some(end);
-            }
-        }
-        None
-    }
-
-    fn reader() -> WatchReader {
-        WatchReader {
-            received: 0,
-            partial: Vec::new(),
-            batch: Vec::new(),
-            version: None,
-            initial: InitialEvents::NotAsked,
-        }
-    }
-
-    #[test]
-    fn a_streaming_list_ends_at_the_annotated_bookmark_and_follows_its_version() {
-        let mut r = reader();
-        r.initial = InitialEvents::Awaited { events: 0 };
-        let end = feed_all(
-            &mut r,
-            &[
-                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
-                "\n",
-                r#"{"type":"BOOKMARK","object":{"kind":"Event","apiVersion":"v1","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}"#,
-                "\n",
-                r#"{"type":"ADDED","object":{"metadata":{"name":"b","namespace":"n","resourceVersion":"10"}}}"#,
-                "\n",
-            ],
-        );
-        assert!(end.is_none());
-        assert_eq!(r.initial, InitialEvents::Reached { events: 1 });
-        assert_eq!(r.batch.len(), 2);
-        assert_eq!(r.version.as_deref(), Some("10"));
-        // Once ended, an ordinary bookmark is just a bookmark.
-        r.initial = InitialEvents::Ended;
-        let end = feed_all(
-            &mut r,
-            &["{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}\n"],
-        );
-        assert!(end.is_none());
-        assert_eq!(r.version.as_deref(), Some("12"));
-    }
-
-    #[test]
-    fn an_ordinary_bookmark_before_the_end_of_the_initial_events_means_a_plain_watch() {
-        let mut r = reader();
-        r.initial = InitialEvents::Awaited { events: 0 };
-        let end = feed_all(
-            &mut r,
-            &[
-                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
-                "\n",
-                r#"{"type":"BOOKMARK","object":{"kind":"Event","apiVersion":"v1","metadata":{"resourceVersion":"9"}}}"#,
-                "\n",
-            ],
-        );
-        assert!(matches!(end, Some(ReadEnd::PlainWatch)));
-        // What came before it is kept: delivered now, deduplicated against the list later.
-        assert_eq!(r.batch.len(), 1);
-    }
-
-    #[test]
-    fn lines_split_across_reads_become_records_and_the_version_follows() {
-        let mut r = reader();
-        let end = feed_all(
-            &mut r,
-            &[
-                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
-                "\n{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"a\",\"names",
-                "pace\":\"n\",\"resourceVersion\":\"7\"},\"count\":2}}\n",
-            ],
-        );
-        assert!(end.is_none());
-        assert_eq!(r.batch.len(), 2);
-        assert_eq!(r.batch[1].count, 2);
-        assert_eq!(r.version.as_deref(), Some("7"));
-        let end = feed_all(
-            &mut r,
-            &[
-                "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Event\",\"metadata\":{\"resourceVersion\":\"12\"}}}\n",
-            ],
-        );
-        assert!(end.is_none());
-        assert_eq!(r.version.as_deref(), Some("12"));
-        assert_eq!(r.received, 3);
-    }
-
-    #[test]
-    fn a_410_error_event_ends_the_watch_after_the_events_before_it() {
-        let mut r = reader();
-        let end = feed_all(
-            &mut r,
-            &[concat!(
-                r#"{"type":"ADDED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"5"}}}"#,
-                "\n",
-                r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (9)","reason":"Expired","code":410}}"#,
-                "\n",
-            )],
-        );
-        assert!(matches!(end, Some(ReadEnd::Gone)));
-        assert_eq!(r.batch.len(), 1);
-        let mut r = reader();
-        let end = feed_all(
-            &mut r,
-            &[
-                "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":500,\"message\":\"boom\"}}\n",
-            ],
-        );
-        assert!(matches!(end, Some(ReadEnd::Error(s)) if s.code == 500));
-    }
-
-    #[test]
-    fn garbage_lines_are_skipped_not_fatal() {
-        let mut r = reader();
-        let end = feed_all(
-            &mut r,
-            &[
-                "not json\n",
-                "{\"type\":\"ADDED\",\"object\":{\"metadata\":{}}}\n",
-                "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"b\"}}}\n",
-            ],
-        );
-        assert!(end.is_none());
-        assert_eq!(r.batch.len(), 1);
     }
 }
