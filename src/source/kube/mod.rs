@@ -15,6 +15,7 @@ mod reader;
 mod retry;
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use kube::Client;
 use kube::core::Request;
 use kube::core::params::{ListParams, WatchParams};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -132,28 +134,75 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Where a watcher is: the steps of its list/watch cycle.
-enum Phase {
-    /// Read the state in pages of a list.
-    List,
-    /// Read the state as the first events of a watch (a streaming list), then go on watching.
-    Stream,
-    /// Watch the changes after this resourceVersion.
-    Watch(String),
+/// Where the watcher of one scope is in its list/watch cycle. [`Watcher::step`] takes a state
+/// to the next one; every transition is an arm of its `match`, so what can follow what is read
+/// in one place rather than pieced together from flags and nested loops.
+enum State {
+    /// The state must be read: at the start, and again whenever the watch history is gone. A
+    /// streaming list where the server serves one, else a paginated list.
+    Relisting,
+    /// A paginated list, before its next page.
+    ListingPage(Pages),
+    /// A paginated list has handed over its last page: the state at `version`, from which the
+    /// watch starts.
+    Listed { version: String },
+    /// A streaming list to request: a watch that begins with the state.
+    Streaming,
+    /// A watch to request, for the changes after `version`.
+    Watching {
+        version: String,
+        /// Watches in a row, from this version, that ended at once with nothing in them.
+        empty_watches: u32,
+    },
+    /// A watch (or streaming list) response being read, one network read per step.
+    Reading(Box<Response>),
+    /// The next backoff delay, then the state inside: after a failure, and before every relist,
+    /// which costs the API server a full list.
+    BackingOff(Box<State>),
+    /// The pipeline is gone, or the source failed for good and has said so.
+    Stopped,
 }
 
-/// How a watch ended.
-enum WatchEnd {
-    /// Watch again from this resourceVersion.
-    Rewatch(String),
-    /// The state must be read again: the resourceVersion is gone (410, or empty watches in a
-    /// row), or a streaming list broke off before the end of its initial events.
-    Relist,
-    /// The API server does not serve streaming lists: it refused the request, or answered it
-    /// as a plain watch.
-    NoStreaming(String),
-    /// The pipeline is gone or the source failed for good.
-    Stop,
+impl State {
+    fn after_backoff(then: State) -> State {
+        State::BackingOff(Box::new(then))
+    }
+}
+
+/// A paginated list under way.
+struct Pages {
+    continue_token: Option<String>,
+    /// The next page, requested while this one is handed over: the server's time to build a
+    /// page then overlaps the pipe's time to take one in, instead of adding to it.
+    prefetched: Option<JoinHandle<Result<String, kube::Error>>>,
+    /// Events listed so far, for the log.
+    listed: usize,
+    started: Instant,
+}
+
+impl Pages {
+    fn new() -> Self {
+        Pages {
+            continue_token: None,
+            prefetched: None,
+            listed: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// An open watch response.
+struct Response {
+    body: Pin<Box<dyn AsyncBufRead + Send>>,
+    reader: WatchReader,
+    /// The resourceVersion the watch was asked from; empty for a streaming list.
+    version: String,
+    /// A streaming list: the response begins with the state.
+    streaming: bool,
+    empty_watches: u32,
+    started: Instant,
+    /// When a silent connection counts as dead.
+    deadline: Instant,
 }
 
 /// A watcher of one scope: list, then watch; relist when the history is gone.
@@ -185,62 +234,37 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self) {
-        let mut phase = self.read_state();
-        let mut empty_watches = 0;
-        loop {
-            let next = match phase {
-                Phase::List => match self.list().await {
-                    Some(version) if self.initial_list_handed_over().await => {
-                        empty_watches = 0;
-                        Some(Phase::Watch(version))
-                    }
-                    _ => None,
-                },
-                Phase::Stream => {
-                    empty_watches = 0;
-                    let end = self.watch(None, &mut empty_watches).await;
-                    self.after(end).await
-                }
-                Phase::Watch(version) => {
-                    let end = self.watch(Some(version), &mut empty_watches).await;
-                    self.after(end).await
-                }
-            };
-            match next {
-                Some(p) => phase = p,
-                None => return,
-            }
+        let mut state = State::Relisting;
+        while !matches!(state, State::Stopped) {
+            state = self.step(state).await;
         }
     }
 
-    /// How the state is read next: streamed if the server serves that, else listed.
-    fn read_state(&self) -> Phase {
-        if self.streaming {
-            Phase::Stream
-        } else {
-            Phase::List
-        }
-    }
-
-    /// The step after a watch; `None` to stop.
-    async fn after(&mut self, end: WatchEnd) -> Option<Phase> {
-        match end {
-            WatchEnd::Rewatch(version) => Some(Phase::Watch(version)),
-            WatchEnd::Relist => Some(self.read_state()),
-            WatchEnd::NoStreaming(reason) => {
-                if self.config.initial_list == InitialList::Stream {
-                    self.fail(SourceError::NoStreamingList {
-                        scope: self.scope.to_string(),
-                        reason,
-                    })
-                    .await;
-                    return None;
+    async fn step(&mut self, state: State) -> State {
+        match state {
+            State::Relisting if self.streaming => State::Streaming,
+            State::Relisting => State::ListingPage(Pages::new()),
+            State::ListingPage(pages) => self.list_page(pages).await,
+            State::Listed { version } => {
+                if !self.report_through(&version).await || !self.initial_list_handed_over().await {
+                    return State::Stopped;
                 }
-                info!(scope = %self.scope, %reason, "the API server does not serve streaming lists; listing in pages instead");
-                self.streaming = false;
-                Some(Phase::List)
+                State::Watching {
+                    version,
+                    empty_watches: 0,
+                }
             }
-            WatchEnd::Stop => None,
+            State::Streaming => self.open_watch(None, 0).await,
+            State::Watching {
+                version,
+                empty_watches,
+            } => self.open_watch(Some(version), empty_watches).await,
+            State::Reading(response) => self.read(response).await,
+            State::BackingOff(then) => {
+                self.retry.wait().await;
+                *then
+            }
+            State::Stopped => State::Stopped,
         }
     }
 
@@ -269,140 +293,121 @@ impl Watcher {
         Request::new(&self.path).list(&params)
     }
 
-    /// Lists every event of the scope, page by page, handing each page over as it arrives;
-    /// returns the list's resourceVersion, or `None` when the pipeline is gone.
-    async fn list(&mut self) -> Option<String> {
-        let mut continue_token: Option<String> = None;
-        let mut listed = 0usize;
-        let started = Instant::now();
-        // The next page, requested while this one is handed over: the server's time to build
-        // a page then overlaps the pipe's time to take one in, instead of adding to it.
-        let mut prefetched: Option<tokio::task::JoinHandle<Result<String, kube::Error>>> = None;
-        loop {
-            let response = match prefetched.take() {
-                Some(next) => match next.await {
-                    Ok(result) => result,
-                    // The task cannot panic or be cancelled here; ask again if it somehow was.
-                    Err(_) => continue,
-                },
-                None => match self.list_request(continue_token.clone()) {
-                    Ok(request) => self.client.request_text(request).await,
-                    Err(e) => {
-                        self.fail(SourceError::KubeConfig(e.to_string())).await;
-                        return None;
-                    }
-                },
-            };
-            let text = match response {
-                Ok(text) => text,
-                Err(kube::Error::Api(status)) if status.code == 410 => {
-                    // The continue token outlived the server's history (about 5 minutes):
-                    // start the list over; the filters drop what was already delivered.
-                    info!(scope = %self.scope, "list continue token expired; listing again from the start");
-                    continue_token = None;
-                    // A list that restarts at once can loop while the history churns faster
-                    // than a page is handed over; like every relist, it waits its turn.
-                    self.retry.wait().await;
-                    continue;
-                }
-                Err(e) => {
-                    if !self.watching
-                        && let kube::Error::Api(s) = &e
-                        && matches!(s.code, 401 | 403)
-                    {
-                        let err = startup_error(e, "list", &self.scope, &self.url);
-                        self.fail(err).await;
-                        return None;
-                    }
-                    self.note_failure("cannot list events", &error_chain(&e))
-                        .await;
-                    continue;
-                }
-            };
-            let page = match scan::list(&text) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.note_failure("the API server sent a list that is not an EventList", &e)
-                        .await;
-                    continue;
-                }
-            };
-            // Progress, but not recovery: that is a watch that delivers.
-            self.health.set_retrying(false);
-            self.health.progress();
-            listed += page.items.len();
-            let token = page
-                .continue_token
-                .as_ref()
-                .map(|t| t.value(&text))
-                .filter(|t| !t.is_empty());
-            if let Some(token) = &token
-                && let Ok(request) = self.list_request(Some(token.to_string()))
-            {
-                let client = self.client.clone();
-                prefetched = Some(tokio::spawn(
-                    async move { client.request_text(request).await },
-                ));
+    /// Reads the next page of a list and hands it over as it arrives, so memory holds one page,
+    /// never the whole cluster's events.
+    async fn list_page(&mut self, mut pages: Pages) -> State {
+        let response = match pages.prefetched.take() {
+            Some(next) => match next.await {
+                Ok(result) => result,
+                // The task cannot panic or be cancelled here; ask again if it somehow was.
+                Err(_) => return State::ListingPage(pages),
+            },
+            None => match self.list_request(pages.continue_token.clone()) {
+                Ok(request) => self.client.request_text(request).await,
+                Err(e) => return self.fail(SourceError::KubeConfig(e.to_string())).await,
+            },
+        };
+        let text = match response {
+            Ok(text) => text,
+            Err(kube::Error::Api(status)) if status.code == 410 => {
+                // The continue token outlived the server's history (about 5 minutes):
+                // start the list over; the filters drop what was already delivered.
+                info!(scope = %self.scope, "list continue token expired; listing again from the start");
+                pages.continue_token = None;
+                // A list that restarts at once can loop while the history churns faster
+                // than a page is handed over; like every relist, it waits its turn.
+                return State::after_backoff(State::ListingPage(pages));
             }
-            let records = page.items.iter().filter_map(|(span, fields)| {
-                self.record(EventRecord::from_scanned(
-                    Change::Added,
-                    &text,
-                    span.clone(),
-                    fields,
-                    true,
-                ))
-            });
-            if !self.hand_over(records).await {
-                if let Some(next) = prefetched.take() {
-                    next.abort();
+            Err(e) => {
+                if !self.watching
+                    && let kube::Error::Api(s) = &e
+                    && matches!(s.code, 401 | 403)
+                {
+                    let err = startup_error(e, "list", &self.scope, &self.url);
+                    return self.fail(err).await;
                 }
-                return None;
+                self.note_failure("cannot list events", &error_chain(&e));
+                return State::after_backoff(State::ListingPage(pages));
             }
-            match token {
-                Some(token) => continue_token = Some(token.into_owned()),
-                None => {
-                    let version = page
-                        .resource_version
-                        .as_ref()
-                        .map(|v| v.value(&text))
-                        .filter(|v| !v.is_empty())
-                        .map(std::borrow::Cow::into_owned);
-                    match version {
-                        Some(v) => {
-                            info!(
-                                scope = %self.scope,
-                                events = listed,
-                                resource_version = %v,
-                                took_ms = started.elapsed().as_millis() as u64,
-                                "listed events"
-                            );
-                            if !self.report_through(&v).await {
-                                return None;
-                            }
-                            return Some(v);
-                        }
-                        None => {
-                            self.note_failure(
-                                "the API server sent a list without a resourceVersion",
-                                &"cannot watch from it",
-                            )
-                            .await;
-                            continue_token = None;
-                            listed = 0;
-                        }
-                    }
-                }
+        };
+        let page = match scan::list(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                self.note_failure("the API server sent a list that is not an EventList", &e);
+                return State::after_backoff(State::ListingPage(pages));
+            }
+        };
+        // Progress, but not recovery: that is a watch that delivers.
+        self.health.set_retrying(false);
+        self.health.progress();
+        pages.listed += page.items.len();
+        let token = page
+            .continue_token
+            .as_ref()
+            .map(|t| t.value(&text))
+            .filter(|t| !t.is_empty());
+        if let Some(token) = &token
+            && let Ok(request) = self.list_request(Some(token.to_string()))
+        {
+            let client = self.client.clone();
+            pages.prefetched = Some(tokio::spawn(
+                async move { client.request_text(request).await },
+            ));
+        }
+        let records = page.items.iter().filter_map(|(span, fields)| {
+            self.record(EventRecord::from_scanned(
+                Change::Added,
+                &text,
+                span.clone(),
+                fields,
+                true,
+            ))
+        });
+        if !self.hand_over(records).await {
+            if let Some(next) = pages.prefetched.take() {
+                next.abort();
+            }
+            return State::Stopped;
+        }
+        if let Some(token) = token {
+            pages.continue_token = Some(token.into_owned());
+            return State::ListingPage(pages);
+        }
+        let version = page
+            .resource_version
+            .as_ref()
+            .map(|v| v.value(&text))
+            .filter(|v| !v.is_empty())
+            .map(std::borrow::Cow::into_owned);
+        match version {
+            Some(version) => {
+                info!(
+                    scope = %self.scope,
+                    events = pages.listed,
+                    resource_version = %version,
+                    took_ms = pages.started.elapsed().as_millis() as u64,
+                    "listed events"
+                );
+                State::Listed { version }
+            }
+            None => {
+                self.note_failure(
+                    "the API server sent a list without a resourceVersion",
+                    &"cannot watch from it",
+                );
+                pages.continue_token = None;
+                pages.listed = 0;
+                State::after_backoff(State::ListingPage(pages))
             }
         }
     }
 
-    /// One watch request, read until it ends: from `version`, or, with `None`, a streaming list
-    /// (the current state as ADDED events up to a BOOKMARK annotated
-    /// `k8s.io/initial-events-end`, then the changes after it).
-    async fn watch(&mut self, version: Option<String>, empty_watches: &mut u32) -> WatchEnd {
+    /// Requests a watch from `version`, or, with `None`, a streaming list (the current state as
+    /// ADDED events up to a BOOKMARK annotated `k8s.io/initial-events-end`, then the changes
+    /// after it).
+    async fn open_watch(&mut self, version: Option<String>, empty_watches: u32) -> State {
         let streaming = version.is_none();
-        let mut version = version.unwrap_or_default();
+        let version = version.unwrap_or_default();
         let timeout_secs = self.config.watch_timeout.as_secs().max(1) as u32;
         let params = WatchParams {
             field_selector: self.config.field_selector.clone(),
@@ -414,25 +419,23 @@ impl Watcher {
         };
         let request = match Request::new(&self.path).watch(&params, &version) {
             Ok(r) => r,
-            Err(e) => {
-                self.fail(SourceError::KubeConfig(e.to_string())).await;
-                return WatchEnd::Stop;
-            }
+            Err(e) => return self.fail(SourceError::KubeConfig(e.to_string())).await,
         };
         let started = Instant::now();
-        let stream = match self.client.request_stream(request).await {
-            Ok(s) => s,
+        let body = match self.client.request_stream(request).await {
+            Ok(body) => body,
             // A server with the WatchList feature gate off answers 422 Invalid ("sendInitialEvents
             // is forbidden for watch unless the WatchList feature gate is enabled"); one that
             // predates resourceVersionMatch for watches, 422 or 400 as well.
             Err(kube::Error::Api(status)) if streaming && matches!(status.code, 400 | 422) => {
-                return WatchEnd::NoStreaming(format!("{} ({})", status.message, status.code));
+                return self
+                    .no_streaming(format!("{} ({})", status.message, status.code))
+                    .await;
             }
             Err(kube::Error::Api(status)) if status.code == 410 => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
                 self.restarts.relist.increment(1);
-                self.retry.wait().await;
-                return WatchEnd::Relist;
+                return State::after_backoff(State::Relisting);
             }
             Err(e) => {
                 if !self.watching
@@ -440,174 +443,211 @@ impl Watcher {
                     && matches!(s.code, 401 | 403)
                 {
                     let err = startup_error(e, "watch", &self.scope, &self.url);
-                    self.fail(err).await;
-                    return WatchEnd::Stop;
+                    return self.fail(err).await;
                 }
-                self.note_failure("cannot watch events", &error_chain(&e))
-                    .await;
-                return if streaming {
-                    WatchEnd::Relist
+                self.note_failure("cannot watch events", &error_chain(&e));
+                return State::after_backoff(if streaming {
+                    State::Relisting
                 } else {
-                    WatchEnd::Rewatch(version)
-                };
+                    State::Watching {
+                        version,
+                        empty_watches,
+                    }
+                });
             }
         };
         self.watching = true;
-        let deadline = started + self.config.watch_timeout + WATCH_GRACE;
-        let mut reader = WatchReader::new(if streaming {
-            InitialEvents::Awaited { events: 0 }
-        } else {
-            InitialEvents::NotAsked
-        });
-        let end = self
-            .read_watch(stream, &mut reader, deadline, started)
-            .await;
-        if let Some(v) = reader.version.take() {
-            version = v;
+        State::Reading(Box::new(Response {
+            body: Box::pin(body),
+            reader: WatchReader::new(if streaming {
+                InitialEvents::Awaited { events: 0 }
+            } else {
+                InitialEvents::NotAsked
+            }),
+            version,
+            streaming,
+            empty_watches,
+            started,
+            deadline: started + self.config.watch_timeout + WATCH_GRACE,
+        }))
+    }
+
+    /// Takes one network read of a watch response, hands over its records, and reports how far
+    /// the scope is handed over.
+    async fn read(&mut self, mut response: Box<Response>) -> State {
+        let Response {
+            body,
+            reader,
+            deadline,
+            started,
+            ..
+        } = &mut *response;
+        let end = match tokio::time::timeout_at(*deadline, body.as_mut().fill_buf()).await {
+            Err(_) => Some(ReadEnd::Broken(format!(
+                "no end of the watch {} s after its timeout",
+                WATCH_GRACE.as_secs()
+            ))),
+            Ok(Err(e)) => Some(ReadEnd::Broken(error_chain(&e))),
+            Ok(Ok([])) => Some(ReadEnd::Closed),
+            Ok(Ok(chunk)) => {
+                let n = chunk.len();
+                let end = reader.feed(chunk, |result| self.record(result));
+                body.as_mut().consume(n);
+                end
+            }
+        };
+        // Hand over what this read brought before anything else, so a 410 or a broken
+        // connection loses nothing already read.
+        if !reader.batch.is_empty() {
+            let batch = std::mem::take(&mut reader.batch);
+            if !self.hand_over(batch.into_iter()).await {
+                return State::Stopped;
+            }
         }
-        if streaming && !matches!(reader.initial, InitialEvents::Ended) {
+        if reader.received > 0 {
+            self.recovered();
+        }
+        // Inside a streaming list's initial events the order is not the versions' order:
+        // nothing is promised before the bookmark that ends them.
+        if !matches!(reader.initial, InitialEvents::Awaited { .. })
+            && let Some(v) = reader.version.as_deref()
+            && !self.report_through(v).await
+        {
+            return State::Stopped;
+        }
+        if let InitialEvents::Reached { events } = reader.initial {
+            // Everything before the end-of-state bookmark is handed over (and perhaps a
+            // few changes after it, which only makes readiness a little later).
+            reader.initial = InitialEvents::Ended;
+            info!(
+                scope = %self.scope,
+                events,
+                resource_version = reader.version.as_deref().unwrap_or_default(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "streamed the initial events"
+            );
+            if !self.initial_list_handed_over().await {
+                return State::Stopped;
+            }
+        }
+        match end {
+            None => State::Reading(response),
+            Some(end) => self.watch_ended(*response, end).await,
+        }
+    }
+
+    /// What follows the end of a watch response.
+    async fn watch_ended(&mut self, response: Response, end: ReadEnd) -> State {
+        let Response {
+            mut reader,
+            version,
+            streaming,
+            mut empty_watches,
+            started,
+            ..
+        } = response;
+        // The watch goes on from the last event or bookmark read, so a broken connection
+        // resumes where it stopped.
+        let version = reader.version.take().unwrap_or(version);
+        if streaming && reader.initial != InitialEvents::Ended {
             // The state was not read to its end: it must be read again, whole.
             return match end {
-                ReadEnd::Stop => WatchEnd::Stop,
-                ReadEnd::PlainWatch => WatchEnd::NoStreaming(
+                ReadEnd::PlainWatch => self.no_streaming(
                     "it answered a streaming list with a plain watch (a bookmark came before the end of the initial events)".into(),
-                ),
-                ReadEnd::Closed => WatchEnd::NoStreaming(
+                ).await,
+                ReadEnd::Closed => self.no_streaming(
                     "the watch ended without the bookmark that ends the initial events".into(),
-                ),
+                ).await,
                 ReadEnd::Gone => {
                     self.restarts.relist.increment(1);
-                    self.retry.wait().await;
-                    WatchEnd::Relist
+                    State::after_backoff(State::Relisting)
                 }
                 ReadEnd::Error(status) => {
                     self.note_failure(
                         "the streaming list reported an error",
                         &format!("{} ({})", status.message, status.code),
-                    )
-                    .await;
-                    WatchEnd::Relist
+                    );
+                    State::after_backoff(State::Relisting)
                 }
                 ReadEnd::Broken(reason) => {
-                    self.note_failure("the streaming list connection broke", &reason)
-                        .await;
-                    WatchEnd::Relist
+                    self.note_failure("the streaming list connection broke", &reason);
+                    State::after_backoff(State::Relisting)
                 }
             };
         }
         match end {
-            ReadEnd::Stop => WatchEnd::Stop,
             ReadEnd::Gone => {
                 info!(scope = %self.scope, resource_version = %version, "watch history expired (410 Gone); listing again");
                 self.restarts.relist.increment(1);
-                self.retry.wait().await;
-                WatchEnd::Relist
+                State::after_backoff(State::Relisting)
             }
             ReadEnd::Error(status) => {
                 self.note_failure(
                     "the watch reported an error",
                     &format!("{} ({})", status.message, status.code),
-                )
-                .await;
-                WatchEnd::Rewatch(version)
+                );
+                State::after_backoff(State::Watching {
+                    version,
+                    empty_watches,
+                })
             }
             ReadEnd::Broken(reason) => {
-                self.note_failure("the watch connection broke", &reason)
-                    .await;
-                WatchEnd::Rewatch(version)
+                self.note_failure("the watch connection broke", &reason);
+                State::after_backoff(State::Watching {
+                    version,
+                    empty_watches,
+                })
             }
             // Only a streaming list looks for the end of its initial events.
-            ReadEnd::PlainWatch => WatchEnd::Rewatch(version),
+            ReadEnd::PlainWatch => State::Watching {
+                version,
+                empty_watches,
+            },
             ReadEnd::Closed if reader.received == 0 && started.elapsed() < EMPTY_WATCH => {
                 // An empty watch closed at once: either a blip, or the API server telling us,
                 // without a 410, that it no longer has this resourceVersion.
-                *empty_watches += 1;
+                empty_watches += 1;
                 self.note_failure(
                     "watches end at once with nothing in them",
                     &format!("resourceVersion {version} is probably too old"),
-                )
-                .await;
-                if *empty_watches >= EMPTY_WATCHES_BEFORE_RELIST {
+                );
+                if empty_watches >= EMPTY_WATCHES_BEFORE_RELIST {
                     info!(scope = %self.scope, resource_version = %version, "watch keeps ending empty; listing again");
                     self.restarts.relist.increment(1);
-                    *empty_watches = 0;
-                    WatchEnd::Relist
+                    State::after_backoff(State::Relisting)
                 } else {
-                    WatchEnd::Rewatch(version)
+                    State::after_backoff(State::Watching {
+                        version,
+                        empty_watches,
+                    })
                 }
             }
             ReadEnd::Closed => {
-                *empty_watches = 0;
                 // The API server answered and ended the watch on time: alive, even if quiet.
                 self.health.progress();
                 debug!(scope = %self.scope, resource_version = %version, "watch ended; watching again");
-                WatchEnd::Rewatch(version)
+                State::Watching {
+                    version,
+                    empty_watches: 0,
+                }
             }
         }
     }
 
-    async fn read_watch(
-        &mut self,
-        stream: impl AsyncBufRead,
-        reader: &mut WatchReader,
-        deadline: Instant,
-        started: Instant,
-    ) -> ReadEnd {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let outcome = match tokio::time::timeout_at(deadline, stream.as_mut().fill_buf()).await
-            {
-                Err(_) => Some(ReadEnd::Broken(format!(
-                    "no end of the watch {} s after its timeout",
-                    WATCH_GRACE.as_secs()
-                ))),
-                Ok(Err(e)) => Some(ReadEnd::Broken(error_chain(&e))),
-                Ok(Ok([])) => Some(ReadEnd::Closed),
-                Ok(Ok(chunk)) => {
-                    let n = chunk.len();
-                    let outcome = reader.feed(chunk, |result| self.record(result));
-                    stream.as_mut().consume(n);
-                    outcome
-                }
-            };
-            // Hand over what this read brought before anything else, so a 410 or a broken
-            // connection loses nothing already read.
-            if !reader.batch.is_empty() {
-                let batch = std::mem::take(&mut reader.batch);
-                if !self.hand_over(batch.into_iter()).await {
-                    return ReadEnd::Stop;
-                }
-            }
-            if reader.received > 0 {
-                self.recovered();
-            }
-            // Inside a streaming list's initial events the order is not the versions' order:
-            // nothing is promised before the bookmark that ends them.
-            if !matches!(reader.initial, InitialEvents::Awaited { .. })
-                && let Some(v) = reader.version.as_deref()
-                && !self.report_through(v).await
-            {
-                return ReadEnd::Stop;
-            }
-            if let InitialEvents::Reached { events } = reader.initial {
-                // Everything before the end-of-state bookmark is handed over (and perhaps a
-                // few changes after it, which only makes readiness a little later).
-                reader.initial = InitialEvents::Ended;
-                info!(
-                    scope = %self.scope,
-                    events,
-                    resource_version = reader.version.as_deref().unwrap_or_default(),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "streamed the initial events"
-                );
-                if !self.initial_list_handed_over().await {
-                    return ReadEnd::Stop;
-                }
-            }
-            if let Some(end) = outcome {
-                return end;
-            }
+    /// The API server does not serve streaming lists: it refused the request, or answered it
+    /// as a plain watch. `auto` lists in pages from now on; `stream` stops.
+    async fn no_streaming(&mut self, reason: String) -> State {
+        if self.config.initial_list == InitialList::Stream {
+            return self
+                .fail(SourceError::NoStreamingList {
+                    scope: self.scope.to_string(),
+                    reason,
+                })
+                .await;
         }
+        info!(scope = %self.scope, %reason, "the API server does not serve streaming lists; listing in pages instead");
+        self.streaming = false;
+        State::Relisting
     }
 
     fn record(&self, result: Result<EventRecord, EventError>) -> Option<EventRecord> {
@@ -653,11 +693,12 @@ impl Watcher {
         self.tx.send(msg).await.is_ok()
     }
 
-    /// Every failure of a list or watch request leads to a retry: counted as a restart.
-    async fn note_failure(&mut self, kind: &str, detail: &(dyn fmt::Display + Sync)) {
+    /// Every failure of a list or watch request leads to a retry, after the backoff the caller
+    /// goes to: counted as a restart.
+    fn note_failure(&mut self, kind: &str, detail: &dyn fmt::Display) {
         self.restarts.error.increment(1);
         self.health.set_retrying(true);
-        self.retry.failed(&self.scope, kind, detail).await;
+        self.retry.failed(&self.scope, kind, detail);
     }
 
     fn recovered(&mut self) {
@@ -668,8 +709,10 @@ impl Watcher {
         self.health.progress();
     }
 
-    async fn fail(&self, error: SourceError) {
+    /// Tells the pipeline the source cannot go on.
+    async fn fail(&self, error: SourceError) -> State {
         let _ = self.tx.send(SourceMsg::Failed(error)).await;
+        State::Stopped
     }
 }
 

@@ -37,7 +37,6 @@ pub(super) enum ReadEnd {
     /// A streaming list turned out to be a plain watch: an ordinary bookmark came before the
     /// end of the initial events.
     PlainWatch,
-    Stop,
 }
 
 /// Where a watch is in the initial events of a streaming list.

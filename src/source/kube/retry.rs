@@ -47,13 +47,8 @@ impl Retry {
             .without_max_times()
     }
 
-    /// Logs the failure if it is a new kind, then waits out the next backoff delay.
-    pub(super) async fn failed(
-        &mut self,
-        scope: &Scope,
-        kind: &str,
-        detail: &(dyn fmt::Display + Sync),
-    ) {
+    /// Logs the failure if it is a new kind; the caller then waits out the next backoff delay.
+    pub(super) fn failed(&mut self, scope: &Scope, kind: &str, detail: &dyn fmt::Display) {
         self.attempts += 1;
         match &self.failing {
             Some((_, k)) if k == kind => {
@@ -65,7 +60,6 @@ impl Retry {
                 self.failing = Some((since, kind.to_string()));
             }
         }
-        self.wait().await;
     }
 
     /// Waits out the next backoff delay (also before a relist, which costs the API server a
