@@ -9,6 +9,13 @@
 //! resourceVersion for events, since they bypass the watch cache: kubernetes issue 104171); it
 //! decodes every object into a typed struct, where this pipe keeps each event's JSON as
 //! received; and it has no way to tell when the first complete list has been handed over.
+//!
+//! It keeps the watcher's shape, though: a `State` per step of the cycle and one
+//! `Watcher::step` from each to the next, so the order in which records, progress reports and
+//! the end of the first list reach the pipeline (which a leader's watermark is built on) can be
+//! read, and tested, one transition at a time. Beside it: `client` connects and checks the
+//! identity at startup, `retry` paces and logs the retries, `reader` turns watch lines into
+//! records.
 
 mod client;
 mod reader;
