@@ -208,7 +208,9 @@ struct Response {
     version: String,
     /// A streaming list: the response begins with the state.
     streaming: bool,
+    /// Carried over to the next watch from the same version.
     empty_watches: u32,
+    /// When the watch was requested: one that ends soon after, empty, is suspect.
     started: Instant,
     /// When a silent connection counts as dead.
     deadline: Instant,
@@ -255,6 +257,7 @@ impl Watcher {
             State::Relisting => State::ListingPage(Pages::new()),
             State::ListingPage(pages) => self.list_page(pages).await,
             State::Listed { version } => {
+                // A list is a snapshot at its version: everything at or below it is handed over.
                 if !self.report_through(&version).await || !self.initial_list_handed_over().await {
                     return State::Stopped;
                 }
