@@ -1,0 +1,149 @@
+//! The connection to the API server: loading the client configuration, the one `Client` the
+//! source, enrichment and the Lease share, the startup probe, and the messages an operator needs
+//! when the cluster cannot be reached or refuses the identity.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kube::core::Request;
+use kube::core::params::ListParams;
+use kube::{Client, config::KubeConfigOptions};
+
+use super::Scope;
+use crate::config::KubeConfig;
+use crate::source::SourceError;
+
+/// Where the RBAC for the source lives, for the message of a 403.
+const RBAC_HINT: &str = "grant get, list and watch on events (deploy/kustomize/base/rbac.yaml)";
+
+/// The kube-system namespace's UID: a stable id of the cluster, used to name the S3 stream when
+/// no `--uid` is given. `None` when it cannot be read within a few seconds (no RBAC to get
+/// namespaces, an unreachable API server); the caller then falls back to a stored UUID.
+pub async fn cluster_uid(client: &Client) -> Option<String> {
+    let lookup = async {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+        api.get("kube-system").await.ok()?.metadata.uid
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), lookup)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// One connection to the API server, shared by the source, enrichment and the S3 sink's
+/// stream id lookup (one client: one connection pool, one token refresh).
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    /// The API server's URL, for messages.
+    pub url: Arc<str>,
+}
+
+/// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
+/// service account, in that order. Fails when the kubeconfig is unusable.
+pub async fn connect(config: &KubeConfig) -> Result<Cluster, SourceError> {
+    let kube_config = load_config(config).await?;
+    let url: Arc<str> = kube_config.cluster_url.to_string().into();
+    let client =
+        Client::try_from(kube_config).map_err(|e| SourceError::KubeConfig(e.to_string()))?;
+    Ok(Cluster { client, url })
+}
+
+async fn load_config(config: &KubeConfig) -> Result<kube::Config, SourceError> {
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let fail = |e: &dyn fmt::Display| SourceError::KubeConfig(e.to_string());
+    match (&config.kubeconfig, &config.context) {
+        (Some(paths), _) => {
+            // KUBECONFIG may list several files, merged in order, as kubectl does.
+            let mut merged: Option<kube::config::Kubeconfig> = None;
+            for path in std::env::split_paths(paths.as_os_str()) {
+                let one = kube::config::Kubeconfig::read_from(&path)
+                    .map_err(|e| fail(&format!("{}: {e}", path.display())))?;
+                merged = Some(match merged {
+                    Some(m) => m.merge(one).map_err(|e| fail(&e))?,
+                    None => one,
+                });
+            }
+            let merged = merged.ok_or_else(|| fail(&"the kubeconfig path is empty"))?;
+            kube::Config::from_custom_kubeconfig(merged, &options)
+                .await
+                .map_err(|e| fail(&e))
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| fail(&e)),
+        (None, None) => kube::Config::infer().await.map_err(|e| fail(&e)),
+    }
+}
+
+/// One list of a single event, to fail at startup with a clear message rather than retry
+/// forever in a pod that can never work.
+pub(super) async fn probe(
+    client: &Client,
+    scope: &Scope,
+    config: &KubeConfig,
+    url: &str,
+) -> Result<(), SourceError> {
+    let params = ListParams {
+        limit: Some(1),
+        field_selector: config.field_selector.clone(),
+        label_selector: config.label_selector.clone(),
+        ..ListParams::default()
+    };
+    let request = Request::new(scope.path())
+        .list(&params)
+        .map_err(|e| SourceError::KubeConfig(e.to_string()))?;
+    match client.request_text(request).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(startup_error(e, "list", scope, url)),
+    }
+}
+
+/// Turns a failure at startup into the message an operator needs.
+pub(super) fn startup_error(
+    e: kube::Error,
+    verb: &'static str,
+    scope: &Scope,
+    url: &str,
+) -> SourceError {
+    match e {
+        kube::Error::Api(status) if status.code == 403 => SourceError::Forbidden {
+            verb,
+            scope: scope.to_string(),
+            message: status.message.clone(),
+            hint: RBAC_HINT,
+        },
+        kube::Error::Api(status) if status.code == 401 => {
+            SourceError::Unauthorized(status.message.clone())
+        }
+        kube::Error::Api(status) => SourceError::Refused {
+            verb,
+            scope: scope.to_string(),
+            code: status.code,
+            message: status.message.clone(),
+        },
+        other => SourceError::Unreachable {
+            url: url.to_string(),
+            reason: error_chain(&other),
+        },
+    }
+}
+
+/// An error and its causes on one line: hyper's errors keep the useful part ("Connection
+/// refused") two causes deep.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
