@@ -15,7 +15,6 @@
 #[allow(dead_code)]
 mod kafka;
 #[path = "../tests/support/relay.rs"]
-#[allow(dead_code)]
 mod relay;
 
 use std::path::{Path, PathBuf};
