@@ -30,8 +30,8 @@ pub async fn cluster_uid(client: &Client) -> Option<String> {
         .flatten()
 }
 
-/// One connection to the API server, shared by the source, enrichment and the S3 sink's
-/// stream id lookup (one client: one connection pool, one token refresh).
+/// One connection to the API server, shared by the source, enrichment, the S3 sink's stream id
+/// lookup and the Lease (one client: one connection pool, one token refresh).
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
