@@ -463,10 +463,19 @@ impl DedupStage {
         {
             self.ready_at = None;
             health.set_ready();
-            info!(
-                delivered = self.acked_events,
-                "initial list delivered; ready"
-            );
+            if self.is_leading() {
+                info!(
+                    delivered = self.acked_events,
+                    "initial list delivered; ready"
+                );
+            } else {
+                // A standby is ready once it follows the stream: a rolling update may then
+                // take its leader down.
+                info!(
+                    held = self.replica.as_ref().map_or(0, Replica::held),
+                    "initial list read; following the stream as a standby; ready"
+                );
+            }
         }
     }
 
