@@ -4,12 +4,13 @@
 //! lost its Lease from writing: it is shut the moment the renew deadline passes, before any
 //! standby may take the Lease over, and every sink worker checks it before each write.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::leader::{Elector, LeaderError, Role};
@@ -48,30 +49,43 @@ pub struct Link {
 /// step-down ends the epoch for good, so a sink worker of a pipe that stepped down never writes
 /// again, even once the replica leads anew (its batches were handed to the next leader).
 #[derive(Debug, Clone, Default)]
-pub struct Fence(Option<(Arc<FenceState>, u64)>);
+pub struct Fence(Option<(Arc<FenceState>, u64, CancellationToken)>);
 
 #[derive(Debug, Default)]
 pub struct FenceState {
     leading: AtomicBool,
     epoch: AtomicU64,
+    /// Cancelled when the current epoch ends: a pipe blocked on a full queue (its sinks fenced,
+    /// so it would never drain) wakes up and ends.
+    ended: Mutex<CancellationToken>,
 }
 
 impl Fence {
     pub fn may_write(&self) -> bool {
         match &self.0 {
             None => true,
-            Some((state, epoch)) => {
+            Some((state, epoch, _)) => {
                 state.leading.load(Ordering::Acquire)
                     && state.epoch.load(Ordering::Acquire) == *epoch
             }
         }
+    }
+
+    /// Cancelled once this fence is shut for good (a step-down); never without an election.
+    pub fn shut(&self) -> Option<CancellationToken> {
+        self.0.as_ref().map(|(_, _, ended)| ended.clone())
     }
 }
 
 impl FenceState {
     /// A fence for a pipe starting now.
     pub fn fence(self: &Arc<Self>) -> Fence {
-        Fence(Some((self.clone(), self.epoch.load(Ordering::Acquire))))
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        Fence(Some((
+            self.clone(),
+            self.epoch.load(Ordering::Acquire),
+            ended.clone(),
+        )))
     }
 
     fn lead(&self) {
@@ -80,8 +94,11 @@ impl FenceState {
 
     /// Shuts every fence handed out so far, for good.
     fn step_down(&self) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         self.leading.store(false, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        ended.cancel();
+        *ended = CancellationToken::new();
     }
 }
 
@@ -332,7 +349,9 @@ mod tests {
         assert!(first.may_write());
         state.step_down();
         assert!(!first.may_write());
+        assert!(first.shut().is_some_and(|t| t.is_cancelled()));
         let second = state.fence();
+        assert!(second.shut().is_some_and(|t| !t.is_cancelled()));
         state.lead();
         assert!(second.may_write());
         assert!(

@@ -151,6 +151,7 @@ async fn replicas(
     let cluster = kube_event_pipe::source::kube::connect(kube).await?;
     let elector = leader::Elector::new(cluster.client.clone(), ha.lease.clone());
     let election = ha::Election::start(elector);
+    let mut restarted = false;
     let outcome = loop {
         let report = pipeline::run(
             config,
@@ -166,7 +167,22 @@ async fn replicas(
                 if matches!(
                     r.end,
                     pipeline::EndReason::SteppedDown | pipeline::EndReason::RelistAsLeader
-                ) && !shutdown.is_cancelled() => {}
+                ) && !shutdown.is_cancelled() =>
+            {
+                restarted = true;
+            }
+            // A replica that stepped down because it lost the API server cannot list either:
+            // it waits for the server rather than exit, as its elector does.
+            Err(e) if restarted && e.is_unreachable() && !shutdown.is_cancelled() => {
+                tracing::warn!(error = %e, "standing by: cannot start the pipe yet; trying again every retry period");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(ha.lease.retry_period) => {}
+                }
+                if shutdown.is_cancelled() {
+                    break Err(e);
+                }
+            }
             other => break other,
         }
     };

@@ -69,6 +69,13 @@ pub enum PipelineError {
     Enrich(String),
 }
 
+impl PipelineError {
+    /// The API server could not be reached: an outage, which a later attempt may get past.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, PipelineError::Source(SourceError::Unreachable { .. }))
+    }
+}
+
 /// Why the pipe stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -234,6 +241,20 @@ pub async fn run(
     sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     sync_timer.reset();
 
+    // What ends a wait for room in the pipe: a signal, or this replica stepping down (its
+    // sinks are fenced, so the room would never come).
+    let interrupt = shutdown.child_token();
+    if let Some(shut) = fence.shut() {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shut.cancelled() => interrupt.cancel(),
+                () = interrupt.cancelled() => {}
+            }
+        });
+    }
+    let _interrupt_ends = interrupt.clone().drop_guard();
+    let stepped_down = || fence.shut().is_some_and(|t| t.is_cancelled());
     // The standing as it is now is news to this pipe.
     if let Some(rx) = &mut standing {
         rx.mark_changed();
@@ -286,7 +307,7 @@ pub async fn run(
             }
             news = changed(&mut standing), if draining_deadline.is_none() => {
                 let keep_going = match (news, &accepted_tx) {
-                    (Some(news), Some(tx)) => stage.standing(news, tx, &shutdown).await,
+                    (Some(news), Some(tx)) => stage.standing(news, tx, &interrupt).await,
                     // The elector is gone: only at shutdown.
                     _ => true,
                 };
@@ -311,7 +332,7 @@ pub async fn run(
             msg = source_rx.recv(), if draining_deadline.is_none() && stage.wants_input() => {
                 let keep_going = match (msg, &accepted_tx) {
                     (Some(SourceMsg::Records(batch)), Some(tx)) => {
-                        stage.accept(batch, tx, &shutdown).await
+                        stage.accept(batch, tx, &interrupt).await
                     }
                     (Some(SourceMsg::InitialListSent), Some(_)) => {
                         stage.mark_initial_list(&health);
@@ -330,6 +351,14 @@ pub async fn run(
                     _ => false,
                 };
                 if !keep_going {
+                    if stepped_down() && !shutdown.is_cancelled() {
+                        warn!(
+                            in_flight = stage.in_flight(),
+                            "stopped leading: events in flight are left to the new leader; standing by"
+                        );
+                        end = EndReason::SteppedDown;
+                        break;
+                    }
                     if shutdown.is_cancelled() {
                         end = EndReason::Signal;
                     }

@@ -505,7 +505,8 @@ fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_starts(
     );
     // a stands by again once it reaches the server, following b.
     relay.start_listening();
-    a.wait_ready();
+    a.pipe()
+        .wait_log("following the stream as a standby; ready");
     assert!(!a.leads());
 }
 
@@ -636,4 +637,75 @@ fn a_rolling_restart_of_both_during_a_steady_stream_loses_nothing() {
     let in_both = wait_delivered(&expected, &[&a, &b]);
     println!("rolling restart: {in_both} in both of {}", expected.len());
     assert_eq!(in_both, 0, "graceful handovers repeat nothing");
+}
+
+#[test]
+fn a_leader_held_back_by_a_failing_sink_still_steps_down_when_it_cannot_renew() {
+    let server = ApiServer::start();
+    server.add_all((0..1_000).map(|i| event(&format!("before-{i}"))));
+    let dir = tempfile::tempdir().unwrap();
+    let target: SocketAddr = server
+        .http_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = Relay::start(port, target);
+    let refusing = Arc::new(AtomicBool::new(false));
+    let r = refusing.clone();
+    let receiver = support::receiver::Receiver::start(move |_, _| {
+        if r.load(Ordering::Relaxed) {
+            support::receiver::Reply::status(503)
+        } else {
+            support::receiver::Reply::ok()
+        }
+    });
+    let url = receiver.url();
+    let a = Replica::start_with(
+        &kubeconfig_via(&server, relay.listen, dir.path()),
+        "a",
+        &[
+            "--context",
+            "test-http",
+            "--sink",
+            "file,http",
+            "--http-url",
+            &url,
+        ],
+    );
+    a.wait_leading();
+    a.wait_ready();
+    let b = Replica::start_with(
+        server.kubeconfig(),
+        "b",
+        &["--sink", "file,http", "--http-url", &url],
+    );
+    b.wait_ready();
+    let stop = AtomicBool::new(false);
+    let added = AtomicU64::new(0);
+    thread::scope(|s| {
+        s.spawn(|| Stream::run(&server, &stop, &added, "during"));
+        refusing.store(true, Ordering::Relaxed);
+        // The leader fills its queues and waits for room that the refusing sink never makes.
+        wait_for("2 s of the stream", || {
+            (added.load(Ordering::Relaxed) >= 2 * RATE).then_some(())
+        });
+        relay.stop();
+        a.pipe()
+            .wait_log("stopped leading: events in flight are left to the new leader");
+        b.wait_leading();
+        refusing.store(false, Ordering::Relaxed);
+        relay.start_listening();
+        thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let expected = present(&server);
+    wait_delivered(&expected, &[&a, &b]);
+    // The stepped-down replica stands by again, following the new leader.
+    a.pipe()
+        .wait_log("following the stream as a standby; ready");
+    assert!(!a.leads());
 }
