@@ -95,8 +95,8 @@ pub enum EventError {
 /// Text received in one piece (a list page, a watch line, a replay value), checked once to be
 /// UTF-8, that the records read from it share instead of each copying its part.
 ///
-/// Cloning or slicing it takes a reference count, not a copy: records are slices of the buffer
-/// the bytes arrived in, so the body is copied once on its way from the socket to a sink.
+/// Cloning or slicing it takes a reference count, not a copy: the records of a page or of a
+/// watch read are slices of the buffer the bytes arrived in, with no allocation of their own.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedText(Bytes);
 

@@ -518,8 +518,14 @@ impl Watcher {
         // Hand over what this read brought before anything else, so a 410 or a broken
         // connection loses nothing already read.
         if !reader.batch.is_empty() {
-            let batch = std::mem::take(&mut reader.batch);
-            if !self.hand_over(batch.into_iter()).await {
+            let batch = std::mem::replace(&mut reader.batch, Vec::with_capacity(HANDOFF_BATCH));
+            let sent = if batch.len() <= HANDOFF_BATCH {
+                // A read's records are one hand-off as they are: no second vector to move them to.
+                self.tx.send(SourceMsg::Records(batch)).await.is_ok()
+            } else {
+                self.hand_over(batch.into_iter()).await
+            };
+            if !sent {
                 return State::Stopped;
             }
         }
