@@ -9,14 +9,14 @@ use kube_event_pipe::config::OutputFormat;
 use kube_event_pipe::encode::json::LineEncoder;
 use kube_event_pipe::encode::object::gzip;
 use kube_event_pipe::encode::proto::ProtoEncoder;
-use kube_event_pipe::event::{Change, EventRecord};
+use kube_event_pipe::event::{Change, EventRecord, SharedText};
 use kube_event_pipe::scan;
 use kube_event_pipe::synth::{SynthConfig, generate};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// Watch lines of realistic synthetic events (600–1500 bytes, both styles).
-fn lines(n: usize) -> Vec<String> {
+fn lines(n: usize) -> Vec<SharedText> {
     let stream = generate(&SynthConfig {
         envelopes: n,
         seed: 3,
@@ -26,17 +26,17 @@ fn lines(n: usize) -> Vec<String> {
         .text
         .lines()
         .filter(|l| l.starts_with("{\"type\""))
-        .map(str::to_string)
+        .map(SharedText::from)
         .collect()
 }
 
-fn records(lines: &[String]) -> Vec<EventRecord> {
+fn records(lines: &[SharedText]) -> Vec<EventRecord> {
     lines
         .iter()
         .filter_map(|l| {
-            let e = scan::envelope(l).ok()?;
+            let e = scan::envelope(l.as_str()).ok()?;
             let (span, fields) = e.object?;
-            EventRecord::from_scanned(Change::Added, l, span, &fields, false).ok()
+            EventRecord::from_scanned(Change::Added, l, span, &fields).ok()
         })
         .collect()
 }
@@ -51,7 +51,7 @@ struct Envelope<'a> {
 
 fn key_from_raw(c: &mut Criterion) {
     let lines = lines(2000);
-    let bytes: usize = lines.iter().map(String::len).sum();
+    let bytes: usize = lines.iter().map(|l| l.as_str().len()).sum();
     let mut group = c.benchmark_group("key from raw JSON");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.bench_function(
@@ -63,9 +63,9 @@ fn key_from_raw(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 for l in &lines {
-                    let e = scan::envelope(black_box(l)).unwrap();
+                    let e = scan::envelope(black_box(l.as_str())).unwrap();
                     let (span, fields) = e.object.unwrap();
-                    let r = EventRecord::from_scanned(Change::Added, l, span, &fields, false);
+                    let r = EventRecord::from_scanned(Change::Added, l, span, &fields);
                     black_box(r.unwrap().key);
                 }
             })
@@ -74,7 +74,7 @@ fn key_from_raw(c: &mut Criterion) {
     group.bench_function("serde_json two passes (the former path)", |b| {
         b.iter(|| {
             for l in &lines {
-                let e: Envelope<'_> = serde_json::from_str(black_box(l)).unwrap();
+                let e: Envelope<'_> = serde_json::from_str(black_box(l.as_str())).unwrap();
                 black_box(EventRecord::from_raw(Change::Added, e.object).unwrap().key);
             }
         })

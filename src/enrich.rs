@@ -202,7 +202,7 @@ impl Enricher {
                 None
             }
             Ok(Err(LookupError::Failed(e))) => {
-                debug!(event = %record.name, error = %e, "event sent without enrichment");
+                debug!(event = %record.name(), error = %e, "event sent without enrichment");
                 self.skipped_error.increment(1);
                 None
             }

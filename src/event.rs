@@ -4,10 +4,11 @@
 //! Event would drop fields this version does not know (and cost time on every event); only the few
 //! fields the pipe needs are read out of the raw text, by the one pass in `scan` that also checks it.
 
+use std::borrow::Cow;
 use std::fmt;
-
 use std::ops::Range;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use thiserror::Error;
 use xxhash_rust::xxh3::xxh3_128;
@@ -91,31 +92,129 @@ pub enum EventError {
     MissingName,
 }
 
+/// Text received in one piece (a list page, a watch line, a replay value), checked once to be
+/// UTF-8, that the records read from it share instead of each copying its part.
+///
+/// Cloning or slicing it takes a reference count, not a copy: the records of a page or of a
+/// watch read are slices of the buffer the bytes arrived in, with no allocation of their own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedText(Bytes);
+
+impl SharedText {
+    pub fn new(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(SharedText(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: checked in `new` (or built from a `str`), and only ever sliced at char
+        // boundaries (`slice` checks them).
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The text at `range`, sharing this buffer. Panics if the range does not fall on char
+    /// boundaries, as slicing a `str` would.
+    fn slice(&self, range: Range<usize>) -> SharedText {
+        let text = self.as_str();
+        assert!(text.is_char_boundary(range.start) && text.is_char_boundary(range.end));
+        SharedText(self.0.slice(range))
+    }
+
+    /// Where `part`, a slice of this text, starts in it; `None` if it is not one.
+    fn offset_of(&self, part: &str) -> Option<usize> {
+        let at = (part.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
+        (at + part.len() <= self.0.len()).then_some(at)
+    }
+}
+
+impl From<String> for SharedText {
+    fn from(text: String) -> Self {
+        SharedText(Bytes::from(text.into_bytes()))
+    }
+}
+
+impl From<&str> for SharedText {
+    fn from(text: &str) -> Self {
+        SharedText(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl fmt::Debug for SharedText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An Event object's JSON text, exactly as received (or with the `kind` and `apiVersion` a list
 /// item lacks put back), checked to be valid JSON by the scanner that read its fields.
+///
+/// It shares the buffer it was read from: whoever keeps one for long (the prior versions for
+/// `old_event`, a standby's held events) takes a [`RawJson::detached`] copy, so that one small
+/// event does not keep a whole list page in memory.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RawJson(Box<str>);
+pub struct RawJson(SharedText);
 
 impl RawJson {
     pub fn get(&self) -> &str {
-        &self.0
+        self.0.as_str()
+    }
+
+    /// The same text in a buffer of its own.
+    pub fn detached(&self) -> RawJson {
+        RawJson(SharedText::from(self.get()))
     }
 }
 
 impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.get())
+    }
+}
+
+/// Where a string field's value is: in the record's raw text, or, in the rare case that the
+/// JSON spells it with escapes, decoded on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FieldText {
+    At(Range<usize>),
+    Decoded(Box<str>),
+}
+
+impl FieldText {
+    /// The field from the scanner's `text` inside `src`, relative to `base` (where the record's
+    /// raw text starts in `src`).
+    fn new(text: &scan::Text, src: &str, base: usize) -> Self {
+        match text.value(src) {
+            Cow::Borrowed(_) => FieldText::At(text.range.start - base..text.range.end - base),
+            Cow::Owned(decoded) => FieldText::Decoded(decoded.into_boxed_str()),
+        }
+    }
+
+    fn get<'a>(&'a self, raw: &'a RawJson) -> &'a str {
+        match self {
+            FieldText::At(r) => &raw.get()[r.clone()],
+            FieldText::Decoded(s) => s,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            FieldText::At(r) => r.is_empty(),
+            FieldText::Decoded(s) => s.is_empty(),
+        }
     }
 }
 
 /// One event as received, plus what the pipe derived from it.
+///
+/// Built without a heap allocation of its own: the raw text is a slice of the buffer it came
+/// in, and the namespace and name are places in it.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     pub change: Change,
     /// The Event object as received (may span lines; sinks compact it).
     pub raw: RawJson,
-    pub namespace: String,
-    pub name: String,
+    namespace: Option<FieldText>,
+    name: FieldText,
     /// The occurrence number: `series.count`, else `count` if > 0, else 1.
     pub count: u64,
     pub key: OccurrenceKey,
@@ -133,79 +232,131 @@ fn positive(n: Option<&str>) -> Option<u64> {
 /// The start of a list item's object once its type fields are put back.
 const TYPE_META: &str = "{\"kind\":\"Event\",\"apiVersion\":\"v1\"";
 
+/// Puts back the `kind` and `apiVersion` that the items of a list page lack (the list carries
+/// them) and watch objects have, so that lines of both look the same to whoever reads them.
+///
+/// The items are written one after another into one new buffer for the page, with the two
+/// fields first, as a watch writes them; `items`' spans and fields are moved to point into it.
+/// One copy and one allocation per page, where a copy per item would cost an allocation each.
+/// An item with either field of its own is copied as it is rather than given a duplicate key.
+pub fn with_type_meta(page: &str, items: &mut [(Range<usize>, EventFields)]) -> SharedText {
+    let room: usize = items
+        .iter()
+        .map(|(span, _)| span.len() + TYPE_META.len() + 1)
+        .sum();
+    let mut out = String::with_capacity(room);
+    for (span, fields) in items.iter_mut() {
+        let object = &page[span.clone()];
+        let start = out.len();
+        let moved_from = if !fields.has_type_meta && object.starts_with('{') {
+            let rest = &object[1..];
+            out.push_str(TYPE_META);
+            if !rest.trim_start().starts_with('}') {
+                out.push(',');
+            }
+            out.push_str(rest);
+            // Where the object's byte 1 (just past its `{`) went.
+            span.start + 1
+        } else {
+            out.push_str(object);
+            span.start
+        };
+        let moved_to = out.len() - (span.end - moved_from);
+        fields.rebase(moved_from, moved_to);
+        *span = start..out.len();
+    }
+    SharedText::from(out)
+}
+
 impl EventRecord {
-    /// Builds the record from an Event object's raw JSON.
+    /// Builds the record from an Event object's raw JSON, copying it.
     pub fn from_raw(change: Change, raw: &RawValue) -> Result<Self, EventError> {
         Self::from_json(change, raw.get())
     }
 
-    /// Builds the record from an Event object's JSON text, checking it in the same pass that
-    /// reads the key's fields.
+    /// Builds the record from an Event object's JSON text, copying it, and checking it in the
+    /// same pass that reads the key's fields.
     pub fn from_json(change: Change, text: &str) -> Result<Self, EventError> {
-        let fields = scan::event(text).map_err(|e| EventError::NotAnObject(e.to_string()))?;
         let start = text.len() - text.trim_start().len();
         let end = text.trim_end().len();
-        Self::from_scanned(change, text, start..end, &fields, false)
+        Self::scanned(change, &SharedText::from(&text[start..end]))
+    }
+
+    /// Builds the record from an Event object's JSON text that is part of `src` (a replay value
+    /// inside the chunk it was read in), sharing `src`'s buffer. Text that is not part of `src`
+    /// is copied.
+    pub fn from_json_in(change: Change, src: &SharedText, text: &str) -> Result<Self, EventError> {
+        let text = text.trim();
+        match src.offset_of(text) {
+            Some(at) => Self::scanned(change, &src.slice(at..at + text.len())),
+            None => Self::from_json(change, text),
+        }
+    }
+
+    fn scanned(change: Change, object: &SharedText) -> Result<Self, EventError> {
+        let text = object.as_str();
+        let fields = scan::event(text).map_err(|e| EventError::NotAnObject(e.to_string()))?;
+        Self::from_scanned(change, object, 0..text.len(), &fields)
     }
 
     /// Builds the record from an object the scanner already read inside `src` (a list page or
-    /// a watch line), copying its text once. List items lack `kind` and `apiVersion` (the list
-    /// carries them) while watch objects have them; lines of both must look the same to whoever
-    /// reads them, so `add_type_meta` puts the two fields back, first, as a watch writes them.
+    /// a watch line), as a slice of it.
     pub fn from_scanned(
         change: Change,
-        src: &str,
+        src: &SharedText,
         span: Range<usize>,
         fields: &EventFields,
-        add_type_meta: bool,
     ) -> Result<Self, EventError> {
-        let name = match fields.name.as_ref().map(|t| t.value(src)) {
-            Some(n) if !n.is_empty() => n.into_owned(),
-            _ => return Err(EventError::MissingName),
+        let text = src.as_str();
+        let base = span.start;
+        let name = match &fields.name {
+            Some(t) => FieldText::new(t, text, base),
+            None => return Err(EventError::MissingName),
         };
+        if name.is_empty() {
+            return Err(EventError::MissingName);
+        }
         let namespace = fields
             .namespace
             .as_ref()
-            .map(|t| t.value(src).into_owned())
-            .unwrap_or_default();
+            .map(|t| FieldText::new(t, text, base));
         // New-style events (events.k8s.io recorders) leave `count` unset and report repeats in
         // `series.count`, which jumps when the recorder flushes; it wins whenever it is set.
-        let number = |r: &Option<Range<usize>>| r.as_ref().map(|r| &src[r.clone()]);
+        let number = |r: &Option<Range<usize>>| r.as_ref().map(|r| &text[r.clone()]);
         let count = positive(number(&fields.series_count))
             .or_else(|| positive(number(&fields.count)))
             .unwrap_or(1);
-        let key = OccurrenceKey::new(&namespace, &name, count);
-        let object = &src[span.clone()];
-        let (raw, moved) = if add_type_meta && !fields.has_type_meta && object.starts_with('{') {
-            // Only objects without either field come from lists; one with just one of them is
-            // left alone rather than given a duplicate key.
-            let rest = &object[1..];
-            let sep = if rest.trim_start().starts_with('}') {
-                ""
-            } else {
-                ","
-            };
-            let mut text = String::with_capacity(object.len() + TYPE_META.len() + 1);
-            text.push_str(TYPE_META);
-            text.push_str(sep);
-            text.push_str(rest);
-            (text.into_boxed_str(), TYPE_META.len() + sep.len() - 1)
-        } else {
-            (Box::from(object), 0)
-        };
         let resource_version = fields
             .resource_version
             .as_ref()
-            .map(|t| t.range.start - span.start + moved..t.range.end - span.start + moved);
-        Ok(EventRecord {
+            .map(|t| t.range.start - base..t.range.end - base);
+        let mut record = EventRecord {
             change,
-            raw: RawJson(raw),
+            raw: RawJson(src.slice(span)),
             namespace,
             name,
             count,
-            key,
+            key: OccurrenceKey(0),
             resource_version,
-        })
+        };
+        record.key = OccurrenceKey::new(record.namespace(), record.name(), count);
+        Ok(record)
+    }
+
+    /// `metadata.namespace`, empty when the object has none.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_ref().map_or("", |n| n.get(&self.raw))
+    }
+
+    /// `metadata.name`, never empty.
+    pub fn name(&self) -> &str {
+        self.name.get(&self.raw)
+    }
+
+    /// The same record with its raw text in a buffer of its own; see [`RawJson`].
+    pub fn detached(mut self) -> Self {
+        self.raw = self.raw.detached();
+        self
     }
 
     /// Whether this record is an occurrence at all (deletions are TTL expiry, not news).
@@ -356,6 +507,78 @@ mod tests {
             EventRecord::from_raw(Change::Added, &raw),
             Err(EventError::NotAnObject(_))
         ));
+    }
+
+    #[test]
+    fn names_are_read_in_place_and_escaped_ones_decoded() {
+        let r = rec(
+            Change::Added,
+            r#"{"metadata":{"name":"web\u002d1","namespace":"shop"},"count":2}"#,
+        );
+        assert_eq!((r.namespace(), r.name()), ("shop", "web-1"));
+        assert_eq!(r.key, OccurrenceKey::new("shop", "web-1", 2));
+        let r = rec(Change::Added, r#"{"metadata":{"name":"n"}}"#);
+        assert_eq!((r.namespace(), r.name()), ("", "n"));
+    }
+
+    #[test]
+    fn records_share_the_text_they_were_read_from() {
+        let src = SharedText::from(
+            "{\"a\":1}\n  {\"metadata\":{\"name\":\"p\",\"namespace\":\"d\",\"resourceVersion\":\"7\"}}\n"
+                .to_string(),
+        );
+        let object = &src.as_str()[10..];
+        let r = EventRecord::from_json_in(Change::Added, &src, object).unwrap();
+        assert_eq!(r.raw.get(), object.trim());
+        assert_eq!(r.raw.get().as_ptr(), object.trim().as_ptr());
+        assert_eq!(
+            (r.namespace(), r.name(), r.resource_version()),
+            ("d", "p", Some("7"))
+        );
+        // Text from elsewhere is copied.
+        let other = "{\"metadata\":{\"name\":\"q\"}}".to_string();
+        let r = EventRecord::from_json_in(Change::Added, &src, &other).unwrap();
+        assert_eq!(r.name(), "q");
+        // A detached copy reads the same.
+        let d = r.clone().detached();
+        assert_eq!((d.raw.get(), d.name(), d.key), (r.raw.get(), "q", r.key));
+    }
+
+    #[test]
+    fn list_items_are_moved_into_one_buffer_with_their_type_fields() {
+        let page = concat!(
+            r#"{"items":[{"metadata":{"name":"a","namespace":"n","resourceVersion":"3"},"series":{"count":4},"count":2},"#,
+            r#"{"kind":"Event","metadata":{"name":"b\u0062"}},{}]}"#
+        );
+        let mut list = scan::list(page).unwrap();
+        let items = with_type_meta(page, &mut list.items);
+        let records: Vec<_> = list
+            .items
+            .iter()
+            .map(|(span, f)| EventRecord::from_scanned(Change::Added, &items, span.clone(), f))
+            .collect();
+        let a = records[0].as_ref().unwrap();
+        assert_eq!(
+            a.raw.get(),
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a","namespace":"n","resourceVersion":"3"},"series":{"count":4},"count":2}"#
+        );
+        assert_eq!((a.namespace(), a.name(), a.count), ("n", "a", 4));
+        assert_eq!(a.resource_version(), Some("3"));
+        let b = records[1].as_ref().unwrap();
+        assert_eq!(
+            b.raw.get(),
+            r#"{"kind":"Event","metadata":{"name":"b\u0062"}}"#
+        );
+        assert_eq!(b.name(), "bb");
+        assert_eq!(records[2].as_ref().unwrap_err(), &EventError::MissingName);
+        assert_eq!(
+            items.as_str(),
+            concat!(
+                r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"a","namespace":"n","resourceVersion":"3"},"series":{"count":4},"count":2}"#,
+                r#"{"kind":"Event","metadata":{"name":"b\u0062"}}"#,
+                r#"{"kind":"Event","apiVersion":"v1"}"#
+            )
+        );
     }
 
     #[test]

@@ -66,6 +66,30 @@ pub struct EventFields {
     pub has_type_meta: bool,
 }
 
+impl EventFields {
+    /// Moves every range by the distance from `from` to `to`: the object was copied, and the
+    /// byte that was at `from` is now at `to`. Every range must start at or after `from`.
+    pub fn rebase(&mut self, from: usize, to: usize) {
+        let mv = |r: &mut Range<usize>| *r = r.start - from + to..r.end - from + to;
+        for t in [
+            &mut self.name,
+            &mut self.namespace,
+            &mut self.resource_version,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            mv(&mut t.range);
+        }
+        for r in [&mut self.count, &mut self.series_count]
+            .into_iter()
+            .flatten()
+        {
+            mv(r);
+        }
+    }
+}
+
 /// What a list response holds: its version, continue token and items.
 #[derive(Debug, Default)]
 pub struct ListFields {

@@ -437,7 +437,7 @@ mod tests {
         let keys: BTreeSet<Occurrence> = recs
             .iter()
             .filter(|r| r.is_occurrence())
-            .map(|r| (r.namespace.clone(), r.name.clone(), r.count))
+            .map(|r| (r.namespace().to_string(), r.name().to_string(), r.count))
             .collect();
         assert_eq!(keys, stream.occurrences);
         let dup_share = stream.duplicates as f64 / 3000.0;

@@ -8,6 +8,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let (records, _malformed) = decode_all(data);
     for record in &records {
-        assert!(!record.name.is_empty());
+        assert!(!record.name().is_empty());
     }
 });

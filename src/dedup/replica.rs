@@ -111,8 +111,10 @@ impl Replica {
         matches!((version, self.leader), (Some(v), Some(w)) if v <= w)
     }
 
-    /// A standby's new occurrence.
-    pub fn take(&mut self, accepted: Accepted, version: Option<u64>) -> Taken {
+    /// A standby's new occurrence. What is held is detached from the buffer it came in, so the
+    /// bound on held bytes bounds the memory they take: a few new events scattered over many
+    /// list pages would otherwise keep every one of those pages.
+    pub fn take(&mut self, mut accepted: Accepted, version: Option<u64>) -> Taken {
         let Some(v) = version.filter(|_| !self.opaque) else {
             self.opaque = true;
             return Taken::Opaque;
@@ -121,6 +123,7 @@ impl Replica {
             return Taken::Covered;
         }
         let key = accepted.record.key;
+        accepted.record.raw = accepted.record.raw.detached();
         let size = accepted.record.raw.get().len();
         self.held.hold(v, key, accepted, size);
         Taken::Held

@@ -447,12 +447,14 @@ impl DedupStage {
         self.replica.as_ref().is_none_or(Replica::is_leading)
     }
 
-    /// Records the latest version of the record's object, returning the one before it.
+    /// Records the latest version of the record's object, returning the one before it. The
+    /// copy kept is detached from the buffer the record came in: it stays for an hour, the
+    /// rest of its list page must not.
     fn remember(&mut self, record: &EventRecord) -> Option<RawJson> {
         let priors = self.priors.as_mut()?;
         priors.put(
-            (record.namespace.clone(), record.name.clone()),
-            record.raw.clone(),
+            (record.namespace().to_string(), record.name().to_string()),
+            record.raw.detached(),
         )
     }
 

@@ -111,8 +111,8 @@ impl ProtoEncoder {
         write_compact(record.raw.get(), &mut raw_json);
         schema::EventRecord {
             uid: text(fields.metadata.uid),
-            namespace: record.namespace.clone(),
-            name: record.name.clone(),
+            namespace: record.namespace().to_string(),
+            name: record.name().to_string(),
             resource_version: text(fields.metadata.resource_version),
             first_timestamp: text(fields.first_timestamp),
             last_timestamp: text(fields.last_timestamp),

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::SourceError;
 use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
 use crate::config::ReplayInput;
-use crate::event::{Change, EventRecord};
+use crate::event::{Change, EventRecord, SharedText};
 use crate::flow::{SourceBatch, SourceMsg};
 
 /// Records are handed over in small batches to spread the channel's cost, but a batch is sent
@@ -147,7 +147,7 @@ fn read_all<R: Read>(
         }
         splitter.push_line(&line, &mut chunks);
         for chunk in chunks.drain(..) {
-            decode_chunk(&chunk, stats, &mut batch);
+            decode_chunk(chunk, stats, &mut batch);
         }
         // An empty buffer means the next read may block: hand over what is ready first.
         if batch.len() >= HANDOFF_BATCH || (!batch.is_empty() && reader.buffer().is_empty()) {
@@ -155,7 +155,7 @@ fn read_all<R: Read>(
         }
     }
     if let Some(chunk) = splitter.finish() {
-        decode_chunk(&chunk, stats, &mut batch);
+        decode_chunk(chunk, stats, &mut batch);
     }
     if !batch.is_empty() {
         send(&mut hand_off, &mut batch)?;
@@ -198,8 +198,9 @@ fn read_line_capped<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> std::io::
     }
 }
 
-/// Turns one chunk into records, reporting what cannot be used with its line number.
-fn decode_chunk(chunk: &Chunk, stats: &ReplayStats, out: &mut SourceBatch) {
+/// Turns one chunk into records, reporting what cannot be used with its line number. The
+/// records share the chunk's buffer rather than copying their text out of it.
+fn decode_chunk(chunk: Chunk, stats: &ReplayStats, out: &mut SourceBatch) {
     let malformed = |line: u64, reason: &dyn std::fmt::Display| {
         stats.malformed.fetch_add(1, Ordering::Relaxed);
         warn!("skipping malformed input at line {line}: {reason}");
@@ -211,9 +212,17 @@ fn decode_chunk(chunk: &Chunk, stats: &ReplayStats, out: &mut SourceBatch) {
         );
         return;
     }
+    // Text that is not UTF-8 is left to serde to report, with its place.
+    let (shared, invalid) = match String::from_utf8(chunk.bytes) {
+        Ok(text) => (Some(SharedText::from(text)), Vec::new()),
+        Err(e) => (None, e.into_bytes()),
+    };
+    let bytes = shared
+        .as_ref()
+        .map_or(invalid.as_slice(), |s| s.as_str().as_bytes());
     // Without its line ending, a value cut off mid-string reads as "EOF while parsing a
     // string" rather than as a control character inside one.
-    let text = chunk.bytes.trim_ascii_end();
+    let text = bytes.trim_ascii_end();
     let values = serde_json::Deserializer::from_slice(text).into_iter::<&RawValue>();
     for value in values {
         let value = match value {
@@ -226,7 +235,7 @@ fn decode_chunk(chunk: &Chunk, stats: &ReplayStats, out: &mut SourceBatch) {
             }
         };
         stats.values.fetch_add(1, Ordering::Relaxed);
-        match classify(value) {
+        match classify(value, shared.as_ref()) {
             Ok(records) => {
                 for record in records {
                     match record {
@@ -257,7 +266,11 @@ impl std::fmt::Display for SerdeReason<'_> {
 }
 
 /// What one top-level value holds: records (each possibly bad), or a reason it holds none.
-fn classify(value: &RawValue) -> Result<Vec<Result<EventRecord, String>>, String> {
+/// `src` is the text the value was read from, which the records share.
+fn classify(
+    value: &RawValue,
+    src: Option<&SharedText>,
+) -> Result<Vec<Result<EventRecord, String>>, String> {
     let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|e| {
         if !value.get().starts_with('{') {
             return "expected a JSON object: a watch envelope, an Event or an EventList"
@@ -279,8 +292,13 @@ fn classify(value: &RawValue) -> Result<Vec<Result<EventRecord, String>>, String
             ),
         }
     })?;
-    let record =
-        |change, raw: &RawValue| EventRecord::from_raw(change, raw).map_err(|e| e.to_string());
+    let record = |change, raw: &RawValue| {
+        match src {
+            Some(src) => EventRecord::from_json_in(change, src, raw.get()),
+            None => EventRecord::from_raw(change, raw),
+        }
+        .map_err(|e| e.to_string())
+    };
     // Every Event has a `type` too (Normal, Warning): a value is an envelope when it carries an
     // object, or a watch type and no metadata of its own.
     let envelope = top.kind_of_change.filter(|kind| {

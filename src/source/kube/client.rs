@@ -5,8 +5,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use kube::core::Request;
+use bytes::Bytes;
+use kube::client::Body;
 use kube::core::params::ListParams;
+use kube::core::{Request, Status};
 use kube::{Client, config::KubeConfigOptions};
 
 use super::Scope;
@@ -96,10 +98,42 @@ pub(super) async fn probe(
     let request = Request::new(scope.path())
         .list(&params)
         .map_err(|e| SourceError::KubeConfig(e.to_string()))?;
-    match client.request_text(request).await {
+    match request_bytes(client, request).await {
         Ok(_) => Ok(()),
         Err(e) => Err(startup_error(e, "list", scope, url)),
     }
+}
+
+/// Sends a request and returns the response's body as it arrives, or the API server's refusal
+/// as `kube::Error::Api`, as `Client::request_stream` does. The body is kept as hyper's frames
+/// rather than read through a byte reader, so that records can share them instead of copying.
+pub(super) async fn request_body(
+    client: &Client,
+    request: http::Request<Vec<u8>>,
+) -> Result<Body, kube::Error> {
+    let response = client.send(request.map(Body::from)).await?;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return Ok(response.into_body());
+    }
+    let bytes = response.into_body().collect_bytes().await?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(kube::Error::FromUtf8)?;
+    // Not every refusal is a JSON Status: a proxy or an ingress in front of the API server
+    // answers in plain text or HTML.
+    let status = serde_json::from_str::<Status>(&text).unwrap_or_else(|_| {
+        Status::failure(text.trim(), "Failed to parse error data").with_code(status.as_u16())
+    });
+    Err(kube::Error::Api(Box::new(status)))
+}
+
+/// Sends a request and returns the whole response body in one buffer: one copy out of
+/// hyper's frames at most (none when the body came in one), where `Client::request_text` makes
+/// three.
+pub(super) async fn request_bytes(
+    client: &Client,
+    request: http::Request<Vec<u8>>,
+) -> Result<Bytes, kube::Error> {
+    request_body(client, request).await?.collect_bytes().await
 }
 
 /// Turns a failure at startup into the message an operator needs.

@@ -24,12 +24,13 @@ mod retry;
 mod tests;
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::{AsyncBufRead, AsyncBufReadExt};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use kube::Client;
 use kube::core::Request;
 use kube::core::params::{ListParams, WatchParams};
@@ -40,12 +41,12 @@ use tracing::{debug, info, warn};
 
 use super::{SourceError, SourceHealth};
 use crate::config::{InitialList, KubeConfig};
-use crate::event::{Change, EventError, EventRecord};
+use crate::event::{self, Change, EventError, EventRecord, SharedText};
 use crate::flow::SourceMsg;
 use crate::scan;
 
 pub use client::{Cluster, cluster_uid, connect};
-use client::{error_chain, probe, startup_error};
+use client::{error_chain, probe, request_body, request_bytes, startup_error};
 use reader::{InitialEvents, ReadEnd, WatchReader};
 use retry::{Restarts, Retry};
 
@@ -183,7 +184,7 @@ struct Pages {
     continue_token: Option<String>,
     /// The next page, requested while this one is handed over: the server's time to build a
     /// page then overlaps the pipe's time to take one in, instead of adding to it.
-    prefetched: Option<JoinHandle<Result<String, kube::Error>>>,
+    prefetched: Option<JoinHandle<Result<Bytes, kube::Error>>>,
     /// Events listed so far, for the log.
     listed: usize,
     started: Instant,
@@ -200,9 +201,12 @@ impl Pages {
     }
 }
 
+/// A watch response's body, read frame by frame: records are slices of the frames.
+type WatchBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
 /// An open watch response.
 struct Response {
-    body: Pin<Box<dyn AsyncBufRead + Send>>,
+    body: WatchBody,
     reader: WatchReader,
     /// The resourceVersion the watch was asked from; empty for a streaming list.
     version: String,
@@ -315,12 +319,12 @@ impl Watcher {
                 Err(_) => return State::ListingPage(pages),
             },
             None => match self.list_request(pages.continue_token.clone()) {
-                Ok(request) => self.client.request_text(request).await,
+                Ok(request) => request_bytes(&self.client, request).await,
                 Err(e) => return self.fail(SourceError::KubeConfig(e.to_string())).await,
             },
         };
-        let text = match response {
-            Ok(text) => text,
+        let body = match response {
+            Ok(body) => body,
             Err(kube::Error::Api(status)) if status.code == 410 => {
                 // The continue token outlived the server's history (about 5 minutes):
                 // start the list over; the filters drop what was already delivered.
@@ -342,13 +346,17 @@ impl Watcher {
                 return State::after_backoff(State::ListingPage(pages));
             }
         };
-        let page = match scan::list(&text) {
+        let page = SharedText::new(body)
+            .map_err(|e| e.to_string())
+            .and_then(|body| Ok((scan::list(body.as_str()).map_err(|e| e.to_string())?, body)));
+        let (mut page, body) = match page {
             Ok(p) => p,
             Err(e) => {
                 self.note_failure("the API server sent a list that is not an EventList", &e);
                 return State::after_backoff(State::ListingPage(pages));
             }
         };
+        let text = body.as_str();
         // Progress, but not recovery: that is a watch that delivers.
         self.health.set_retrying(false);
         self.health.progress();
@@ -356,23 +364,23 @@ impl Watcher {
         let token = page
             .continue_token
             .as_ref()
-            .map(|t| t.value(&text))
+            .map(|t| t.value(text))
             .filter(|t| !t.is_empty());
         if let Some(token) = &token
             && let Ok(request) = self.list_request(Some(token.to_string()))
         {
             let client = self.client.clone();
-            pages.prefetched = Some(tokio::spawn(
-                async move { client.request_text(request).await },
-            ));
+            pages.prefetched = Some(tokio::spawn(async move {
+                request_bytes(&client, request).await
+            }));
         }
+        let items = event::with_type_meta(text, &mut page.items);
         let records = page.items.iter().filter_map(|(span, fields)| {
             self.record(EventRecord::from_scanned(
                 Change::Added,
-                &text,
+                &items,
                 span.clone(),
                 fields,
-                true,
             ))
         });
         if !self.hand_over(records).await {
@@ -388,7 +396,7 @@ impl Watcher {
         let version = page
             .resource_version
             .as_ref()
-            .map(|v| v.value(&text))
+            .map(|v| v.value(text))
             .filter(|v| !v.is_empty())
             .map(std::borrow::Cow::into_owned);
         match version {
@@ -434,7 +442,7 @@ impl Watcher {
             Err(e) => return self.fail(SourceError::KubeConfig(e.to_string())).await,
         };
         let started = Instant::now();
-        let body = match self.client.request_stream(request).await {
+        let body = match request_body(&self.client, request).await {
             Ok(body) => body,
             // A server with the WatchList feature gate off answers 422 Invalid ("sendInitialEvents
             // is forbidden for watch unless the WatchList feature gate is enabled"); one that
@@ -470,7 +478,7 @@ impl Watcher {
         };
         self.watching = true;
         State::Reading(Box::new(Response {
-            body: Box::pin(body),
+            body: body.map_err(Into::into).boxed_unsync(),
             reader: WatchReader::new(if streaming {
                 InitialEvents::Awaited { events: 0 }
             } else {
@@ -494,25 +502,30 @@ impl Watcher {
             started,
             ..
         } = &mut *response;
-        let end = match tokio::time::timeout_at(*deadline, body.as_mut().fill_buf()).await {
+        let end = match tokio::time::timeout_at(*deadline, body.frame()).await {
             Err(_) => Some(ReadEnd::Broken(format!(
                 "no end of the watch {} s after its timeout",
                 WATCH_GRACE.as_secs()
             ))),
-            Ok(Err(e)) => Some(ReadEnd::Broken(error_chain(&e))),
-            Ok(Ok([])) => Some(ReadEnd::Closed),
-            Ok(Ok(chunk)) => {
-                let n = chunk.len();
-                let end = reader.feed(chunk, |result| self.record(result));
-                body.as_mut().consume(n);
-                end
-            }
+            Ok(Some(Err(e))) => Some(ReadEnd::Broken(error_chain(&*e))),
+            Ok(None) => Some(ReadEnd::Closed),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(chunk) => reader.feed(chunk, |result| self.record(result)),
+                // Trailers: nothing to read.
+                Err(_) => None,
+            },
         };
         // Hand over what this read brought before anything else, so a 410 or a broken
         // connection loses nothing already read.
         if !reader.batch.is_empty() {
-            let batch = std::mem::take(&mut reader.batch);
-            if !self.hand_over(batch.into_iter()).await {
+            let batch = std::mem::replace(&mut reader.batch, Vec::with_capacity(HANDOFF_BATCH));
+            let sent = if batch.len() <= HANDOFF_BATCH {
+                // A read's records are one hand-off as they are: no second vector to move them to.
+                self.tx.send(SourceMsg::Records(batch)).await.is_ok()
+            } else {
+                self.hand_over(batch.into_iter()).await
+            };
+            if !sent {
                 return State::Stopped;
             }
         }

@@ -2,11 +2,12 @@
 //! and the lines that end a watch (a 410, another ERROR, the end of a streaming list's initial
 //! events, or an ordinary bookmark where that end was awaited).
 
+use bytes::{Bytes, BytesMut};
 use kube::core::Status;
 use tracing::warn;
 
 use super::HANDOFF_BATCH;
-use crate::event::{Change, EventError, EventRecord};
+use crate::event::{Change, EventError, EventRecord, SharedText};
 use crate::scan;
 
 /// A watch line longer than this is not an Event (the API server caps objects at 1.5 MiB).
@@ -53,11 +54,14 @@ pub(super) enum InitialEvents {
 }
 
 /// Splits a watch response into lines and lines into records, across reads.
+///
+/// A record is a slice of the read its line arrived in, so a line is not copied on its way in;
+/// only a line split across reads is put together in a buffer of its own.
 pub(super) struct WatchReader {
     /// Events and bookmarks read from this response.
     pub(super) received: u64,
     /// The start of a line whose end has not been read yet.
-    partial: Vec<u8>,
+    partial: BytesMut,
     /// Records read and not yet handed over.
     pub(super) batch: Vec<EventRecord>,
     /// The resourceVersion of the last event or bookmark read.
@@ -69,7 +73,7 @@ impl WatchReader {
     pub(super) fn new(initial: InitialEvents) -> Self {
         WatchReader {
             received: 0,
-            partial: Vec::new(),
+            partial: BytesMut::new(),
             batch: Vec::with_capacity(HANDOFF_BATCH),
             version: None,
             initial,
@@ -79,27 +83,23 @@ impl WatchReader {
     /// Takes one read's bytes; returns how the watch ends if a line said so.
     pub(super) fn feed(
         &mut self,
-        chunk: &[u8],
+        chunk: Bytes,
         mut record: impl FnMut(Result<EventRecord, EventError>) -> Option<EventRecord>,
     ) -> Option<ReadEnd> {
-        let mut rest = chunk;
+        let mut at = 0;
         // Whether the last line of this read that carried a resourceVersion was an event (its
         // record is then the batch's last) rather than a bookmark.
         let mut last_is_event = false;
         let mut end = None;
-        while let Some(pos) = memchr::memchr(b'\n', rest) {
-            let (line, after) = rest.split_at(pos);
-            rest = &after[1..];
-            let outcome = if self.partial.is_empty() {
-                self.line(line, &mut record, &mut last_is_event)
+        while let Some(pos) = memchr::memchr(b'\n', &chunk[at..]) {
+            let line = if self.partial.is_empty() {
+                chunk.slice(at..at + pos)
             } else {
-                let mut whole = std::mem::take(&mut self.partial);
-                whole.extend_from_slice(line);
-                let outcome = self.line(&whole, &mut record, &mut last_is_event);
-                whole.clear();
-                self.partial = whole;
-                outcome
+                self.partial.extend_from_slice(&chunk[at..at + pos]);
+                self.partial.split().freeze()
             };
+            at += pos + 1;
+            let outcome = self.line(line, &mut record, &mut last_is_event);
             match outcome {
                 LineOutcome::Continue => {}
                 LineOutcome::Gone => {
@@ -116,6 +116,7 @@ impl WatchReader {
                 }
             }
         }
+        let rest = &chunk[at..];
         if end.is_none() {
             if self.partial.len() + rest.len() > MAX_LINE {
                 self.partial.clear();
@@ -135,18 +136,19 @@ impl WatchReader {
 
     fn line(
         &mut self,
-        line: &[u8],
+        line: Bytes,
         record: &mut impl FnMut(Result<EventRecord, EventError>) -> Option<EventRecord>,
         last_is_event: &mut bool,
     ) -> LineOutcome {
-        let line = line.trim_ascii();
-        if line.is_empty() {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
             return LineOutcome::Continue;
         }
-        let Ok(text) = std::str::from_utf8(line) else {
+        let Ok(line) = SharedText::new(line.slice_ref(trimmed)) else {
             warn!("skipping a watch line that is not UTF-8");
             return LineOutcome::Continue;
         };
+        let text = line.as_str();
         let envelope = match scan::envelope(text) {
             Ok(e) => e,
             Err(e) => {
@@ -200,9 +202,7 @@ impl WatchReader {
         if let InitialEvents::Awaited { events } = &mut self.initial {
             *events += 1;
         }
-        if let Some(r) = record(EventRecord::from_scanned(
-            change, text, span, &fields, false,
-        )) {
+        if let Some(r) = record(EventRecord::from_scanned(change, &line, span, &fields)) {
             self.batch.push(r);
             *last_is_event = true;
         }
@@ -216,7 +216,7 @@ mod tests {
 
     fn feed_all(reader: &mut WatchReader, chunks: &[&str]) -> Option<ReadEnd> {
         for c in chunks {
-            if let Some(end) = reader.feed(c.as_bytes(), Result::ok) {
+            if let Some(end) = reader.feed(Bytes::copy_from_slice(c.as_bytes()), Result::ok) {
                 return Some(end);
             }
         }

@@ -2,9 +2,11 @@
 //! responses read from memory: what it hands over and reports, in which order, and where it
 //! goes next.
 
-use futures::TryStreamExt;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 
 use super::*;
+use crate::event::OccurrenceKey;
 
 #[test]
 fn list_items_get_kind_and_api_version_once() {
@@ -14,13 +16,12 @@ fn list_items_get_kind_and_api_version_once() {
         r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"b"}},"#,
         r#"{"apiVersion":"v1","metadata":{"name":"c"}}]}"#
     );
-    let list = scan::list(page).unwrap();
+    let mut list = scan::list(page).unwrap();
+    let items = event::with_type_meta(page, &mut list.items);
     let records: Vec<_> = list
         .items
         .iter()
-        .map(|(span, f)| {
-            EventRecord::from_scanned(Change::Added, page, span.clone(), f, true).unwrap()
-        })
+        .map(|(span, f)| EventRecord::from_scanned(Change::Added, &items, span.clone(), f).unwrap())
         .collect();
     assert_eq!(
         records[0].raw.get(),
@@ -28,6 +29,9 @@ fn list_items_get_kind_and_api_version_once() {
     );
     assert_eq!(records[0].resource_version(), Some("3"));
     assert_eq!(records[0].count, 2);
+    assert_eq!((records[0].namespace(), records[0].name()), ("n", "a"));
+    assert_eq!((records[2].namespace(), records[2].name()), ("", "c"));
+    assert_eq!(records[0].key, OccurrenceKey::new("n", "a", 2));
     assert_eq!(
         records[1].raw.get(),
         r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"b"}}"#
@@ -93,11 +97,11 @@ const GONE: &str = "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\"
 fn response(streaming: bool, reads: Vec<String>, broken: bool) -> State {
     let reads = reads
         .into_iter()
-        .map(|r| Ok(r.into_bytes()))
-        .chain(broken.then(|| Err(std::io::Error::other("connection reset"))));
+        .map(|r| Ok(Frame::data(Bytes::from(r))))
+        .chain(broken.then(|| Err(std::io::Error::other("connection reset").into())));
     let started = Instant::now();
     State::Reading(Box::new(Response {
-        body: Box::pin(futures::stream::iter(reads).into_async_read()),
+        body: StreamBody::new(futures::stream::iter(reads)).boxed_unsync(),
         reader: WatchReader::new(if streaming {
             InitialEvents::Awaited { events: 0 }
         } else {

@@ -35,7 +35,7 @@ fn reads_envelopes_bare_events_and_lists() {
     let (records, stats) = replay(&text);
     let got: Vec<_> = records
         .iter()
-        .map(|r| (r.name.as_str(), r.count, r.change))
+        .map(|r| (r.name(), r.count, r.change))
         .collect();
     assert_eq!(
         got,
@@ -64,7 +64,7 @@ fn bare_events_with_their_own_type_are_events_not_envelopes() {
         "\n",
     );
     let (records, stats) = replay(text);
-    let got: Vec<_> = records.iter().map(|r| (r.name.as_str(), r.count)).collect();
+    let got: Vec<_> = records.iter().map(|r| (r.name(), r.count)).collect();
     assert_eq!(got, vec![("w", 2), ("n", 1)]);
     // The envelope without an object is still reported as one.
     assert_eq!(stats.malformed.load(Ordering::Relaxed), 1);
@@ -101,7 +101,7 @@ fn malformed_values_are_skipped_and_the_stream_flows_on() {
         ev("c", 1)
     );
     let (records, stats) = replay(&text);
-    let names: Vec<_> = records.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<_> = records.iter().map(|r| r.name()).collect();
     assert_eq!(names, ["a", "b", "c"]);
     assert_eq!(stats.malformed.load(Ordering::Relaxed), 5);
 }
@@ -114,7 +114,7 @@ fn kubectl_watch_output_spans_lines() {
     );
     let (records, _) = replay(&pretty);
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0].namespace, "kube-system");
+    assert_eq!(records[0].namespace(), "kube-system");
     assert_eq!(records[1].count, 4);
 }
 
@@ -146,7 +146,7 @@ fn decode_all_reads_a_whole_input_like_the_thread_does() {
 fn a_byte_order_mark_before_the_first_value_is_skipped() {
     let text = format!("\u{feff}{}\n{}\n", ev("a", 1), ev("b", 1));
     let (records, stats) = replay(&text);
-    let got: Vec<_> = records.iter().map(|r| r.name.as_str()).collect();
+    let got: Vec<_> = records.iter().map(|r| r.name()).collect();
     assert_eq!(got, vec!["a", "b"]);
     assert_eq!(stats.malformed.load(Ordering::Relaxed), 0);
 }
@@ -171,7 +171,7 @@ fn an_object_with_a_repeated_member_is_reported_as_such() {
 
 fn classify_reason(text: &str) -> String {
     let value: &RawValue = serde_json::from_str(text).unwrap();
-    match classify(value) {
+    match classify(value, None) {
         Err(reason) => reason,
         Ok(_) => panic!("{text} was accepted"),
     }
