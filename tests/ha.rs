@@ -429,10 +429,9 @@ fn kubeconfig_via(server: &ApiServer, relay: SocketAddr, dir: &Path) -> std::pat
     path
 }
 
-#[test]
-fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_starts() {
-    let server = ApiServer::start();
-    server.add_all((0..2_000).map(|i| event(&format!("before-{i}"))));
+/// A relay in front of the server's plain-HTTP port and a kubeconfig through it (context
+/// `test-http`), for a replica whose API connection a test cuts.
+fn relayed(server: &ApiServer) -> (Relay, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let target: SocketAddr = server
         .http_url()
@@ -444,11 +443,30 @@ fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_starts(
         .local_addr()
         .unwrap();
     let relay = Relay::start(port, target);
-    let a = Replica::start_with(
-        &kubeconfig_via(&server, relay.listen, dir.path()),
-        "a",
-        &["--context", "test-http"],
-    );
+    let kubeconfig = kubeconfig_via(server, relay.listen, dir.path());
+    (relay, kubeconfig, dir)
+}
+
+/// A webhook receiver that answers 503 while the flag is set.
+fn switchable_receiver() -> (support::receiver::Receiver, Arc<AtomicBool>) {
+    let refusing = Arc::new(AtomicBool::new(false));
+    let r = refusing.clone();
+    let receiver = support::receiver::Receiver::start(move |_, _| {
+        if r.load(Ordering::Relaxed) {
+            support::receiver::Reply::status(503)
+        } else {
+            support::receiver::Reply::ok()
+        }
+    });
+    (receiver, refusing)
+}
+
+#[test]
+fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_starts() {
+    let server = ApiServer::start();
+    server.add_all((0..2_000).map(|i| event(&format!("before-{i}"))));
+    let (relay, kubeconfig, _dir) = relayed(&server);
+    let a = Replica::start_with(&kubeconfig, "a", &["--context", "test-http"]);
     a.wait_leading();
     a.wait_ready();
     let b = Replica::start(&server, "b");
@@ -514,15 +532,7 @@ fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_starts(
 fn a_leader_whose_sink_is_down_stalls_the_watermark_and_the_standby_stays_within_its_bound() {
     let server = ApiServer::start();
     // Both replicas also deliver to a webhook receiver, which refuses for 30 s.
-    let refusing = Arc::new(AtomicBool::new(false));
-    let r = refusing.clone();
-    let receiver = support::receiver::Receiver::start(move |_, _| {
-        if r.load(Ordering::Relaxed) {
-            support::receiver::Reply::status(503)
-        } else {
-            support::receiver::Reply::ok()
-        }
-    });
+    let (receiver, refusing) = switchable_receiver();
     let url = receiver.url();
     let sink = ["--sink", "file,http", "--http-url", url.as_str()];
     let a = Replica::start_with(server.kubeconfig(), "a", &sink);
@@ -643,29 +653,11 @@ fn a_rolling_restart_of_both_during_a_steady_stream_loses_nothing() {
 fn a_leader_held_back_by_a_failing_sink_still_steps_down_when_it_cannot_renew() {
     let server = ApiServer::start();
     server.add_all((0..1_000).map(|i| event(&format!("before-{i}"))));
-    let dir = tempfile::tempdir().unwrap();
-    let target: SocketAddr = server
-        .http_url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let relay = Relay::start(port, target);
-    let refusing = Arc::new(AtomicBool::new(false));
-    let r = refusing.clone();
-    let receiver = support::receiver::Receiver::start(move |_, _| {
-        if r.load(Ordering::Relaxed) {
-            support::receiver::Reply::status(503)
-        } else {
-            support::receiver::Reply::ok()
-        }
-    });
+    let (relay, kubeconfig, _dir) = relayed(&server);
+    let (receiver, refusing) = switchable_receiver();
     let url = receiver.url();
     let a = Replica::start_with(
-        &kubeconfig_via(&server, relay.listen, dir.path()),
+        &kubeconfig,
         "a",
         &[
             "--context",
