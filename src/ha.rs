@@ -254,11 +254,12 @@ async fn run(
         } else {
             config.retry_period.mul_f64(1.0 + jitter() * 0.2)
         };
-        let wake = (sent + pause).min(if leading {
-            renewed_at + config.renew_deadline
+        // A leader whose renewals keep failing wakes at its deadline, not after it.
+        let wake = if leading {
+            (sent + pause).min(renewed_at + config.renew_deadline)
         } else {
             sent + pause
-        });
+        };
         tokio::select! {
             biased;
             _ = &mut release => break,

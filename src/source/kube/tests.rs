@@ -1,6 +1,6 @@
 //! Unit tests of the kube source: list pages as records, and the watcher's steps through
 //! responses read from memory: what it hands over and reports, in which order, and where it
-//! goes next.
+//! goes next (built only under #[cfg(test)]).
 
 use http_body_util::StreamBody;
 use hyper::body::Frame;
