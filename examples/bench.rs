@@ -18,7 +18,8 @@
 //!   and reports p50/p99/max of both, the pipe's CPU per event and its peak RSS. The p50 of the
 //!   first and the last fifth of the events shows whether a backlog grows.
 //!
-//! `--enrich` runs the same scenarios with enrichment on, the servers holding every object the
+//! `--http` runs everything over plain HTTP (the server's second listener), which shows what TLS
+//! costs per event. `--enrich` runs the same scenarios with enrichment on, the servers holding every object the
 //! events name, so the difference is what enrichment costs per event.
 //!
 //! The raw rate ("ceiling") is the same list or watch read by a client that only counts bytes
@@ -43,6 +44,8 @@ struct Options {
     events: usize,
     /// Run the pipe with `--enrich`, the servers holding every object the events name.
     enrich: bool,
+    /// The kubeconfig context the pipe and the raw reads use: `test` (HTTPS) or `test-http`.
+    context: &'static str,
     binary: PathBuf,
     work: PathBuf,
     extra: Vec<String>,
@@ -101,7 +104,7 @@ fn throughput(options: &Options, runtime: &tokio::runtime::Runtime) {
         let objects = add_involved_objects(&server, &server.events());
         println!("enrichment on: {objects} objects for the events to name");
     }
-    let ceiling = runtime.block_on(raw_list(server.kubeconfig(), present));
+    let ceiling = runtime.block_on(raw_list(server.kubeconfig(), options.context, present));
     let state = options.work.join("state-a");
     let out = options.work.join("out-a.jsonl");
     let cold = run_pipe(options, server.kubeconfig(), &state, &out, None, |p| {
@@ -129,7 +132,12 @@ fn throughput(options: &Options, runtime: &tokio::runtime::Runtime) {
         ..SynthConfig::default()
     });
     let raw_server = fake_api::ApiServer::start();
-    let ceiling = runtime.block_on(raw_watch(&raw_server, &stream.text, stream.envelopes));
+    let ceiling = runtime.block_on(raw_watch(
+        &raw_server,
+        options.context,
+        &stream.text,
+        stream.envelopes,
+    ));
     drop(raw_server);
     let server = fake_api::ApiServer::start();
     if options.enrich {
@@ -598,6 +606,7 @@ fn run_pipe(
     let child = Command::new(&options.binary)
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .args(["--context", options.context])
         .arg("--persistence-path")
         .arg(state)
         .arg("--destination")
@@ -707,17 +716,21 @@ fn process_cpu(pid: u32) -> Duration {
     Duration::from_micros((ticks(11) + ticks(12)) * 1_000_000 / hz)
 }
 
-async fn client(kubeconfig: &Path) -> kube::Client {
+async fn client(kubeconfig: &Path, context: &str) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &options)
         .await
         .expect("client config");
     kube::Client::try_from(config).expect("client")
 }
 
 /// Lists every event in pages of 500 as the pipe does, keeping nothing; events per second.
-async fn raw_list(kubeconfig: &Path, present: usize) -> f64 {
-    let client = client(kubeconfig).await;
+async fn raw_list(kubeconfig: &Path, context: &str, present: usize) -> f64 {
+    let client = client(kubeconfig, context).await;
     let started = Instant::now();
     let mut token: Option<String> = None;
     loop {
@@ -745,8 +758,8 @@ async fn raw_list(kubeconfig: &Path, present: usize) -> f64 {
 
 /// Watches an empty server, then adds the stream and reads it to its last line; events per
 /// second from the add to the last line.
-async fn raw_watch(server: &fake_api::ApiServer, text: &str, lines: usize) -> f64 {
-    let client = client(server.kubeconfig()).await;
+async fn raw_watch(server: &fake_api::ApiServer, context: &str, text: &str, lines: usize) -> f64 {
+    let client = client(server.kubeconfig(), context).await;
     let version = server.resource_version().to_string();
     let request = Request::new("/api/v1/events")
         .watch(&WatchParams::default(), &version)
@@ -781,6 +794,7 @@ fn parse_args() -> Options {
     let mut options = Options {
         events: 100_000,
         enrich: false,
+        context: "test",
         binary: default_binary,
         work: std::env::temp_dir().join(format!("kep-bench-{}", std::process::id())),
         extra: Vec::new(),
@@ -802,6 +816,7 @@ fn parse_args() -> Options {
             }
             "--binary" => options.binary = value().into(),
             "--enrich" => options.enrich = true,
+            "--http" => options.context = "test-http",
             "--work-dir" => options.work = value().into(),
             "--only" => match value().as_str() {
                 "throughput" => options.rates.clear(),
@@ -824,7 +839,7 @@ fn parse_args() -> Options {
                 break;
             }
             other => fail(&format!(
-                "unknown argument {other}\nusage: bench [--events N] [--enrich] [--only throughput|latency] [--rates R,R…] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
+                "unknown argument {other}\nusage: bench [--events N] [--enrich] [--http] [--only throughput|latency] [--rates R,R…] [--binary PATH] [--work-dir DIR] [-- PIPE FLAGS…]"
             )),
         }
     }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::encode::json::LineEncoder;
 use crate::encode::proto::ProtoEncoder;
-use crate::flow::{Accepted, Batch};
+use crate::flow::{AcceptedChunk, Batch};
 
 /// What closes a batch, whichever is reached first.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +59,7 @@ impl Fanout {
 /// a sink queue is closed. A batch goes out when it is full (events or bytes), when nothing more
 /// is queued behind it, or `max_wait` after its first event.
 pub async fn run(
-    mut input: mpsc::Receiver<Accepted>,
+    mut input: mpsc::Receiver<AcceptedChunk>,
     output: Fanout,
     encoders: Encoders,
     limits: Limits,
@@ -74,11 +74,11 @@ pub async fn run(
     // One timer, re-armed when a batch opens, rather than a new one per event.
     let timer = tokio::time::sleep(max_wait);
     tokio::pin!(timer);
-    let mut received = Vec::with_capacity(max_events.min(1024));
+    let mut received = Vec::new();
     loop {
         let open = current.events > 0;
         let closed_by_timer = tokio::select! {
-            n = input.recv_many(&mut received, max_events - current.events) => {
+            n = input.recv_many(&mut received, RECEIVE_CHUNKS) => {
                 if n == 0 {
                     if current.events > 0 {
                         output.send(current).await;
@@ -96,7 +96,7 @@ pub async fn run(
             }
             continue;
         }
-        for accepted in received.drain(..) {
+        for accepted in received.drain(..).flatten() {
             if current.events == 0 {
                 timer.as_mut().reset(Instant::now() + max_wait);
                 current.opened_at = SystemTime::now();
@@ -135,6 +135,9 @@ pub async fn run(
     }
 }
 
+/// Chunks taken from the input at once: whatever is queued, in practice.
+const RECEIVE_CHUNKS: usize = 16;
+
 /// Takes the open batch and opens the next, numbered one higher.
 fn close(current: &mut Batch, seq: &mut u64, max_events: usize, proto: bool) -> Batch {
     *seq += 1;
@@ -158,6 +161,7 @@ mod tests {
     use super::*;
     use crate::config::OutputFormat;
     use crate::event::{Change, EventRecord};
+    use crate::flow::Accepted;
 
     fn accepted(i: u64) -> Accepted {
         let json = format!(r#"{{"metadata":{{"name":"e{i}","namespace":"d"}}}}"#);
@@ -174,7 +178,7 @@ mod tests {
         max_wait: Duration,
         proto: bool,
     ) -> (
-        mpsc::Sender<Accepted>,
+        mpsc::Sender<AcceptedChunk>,
         mpsc::Receiver<Arc<Batch>>,
         tokio::task::JoinHandle<()>,
     ) {
@@ -189,7 +193,7 @@ mod tests {
         proto: bool,
         sink_queue: usize,
     ) -> (
-        mpsc::Sender<Accepted>,
+        mpsc::Sender<AcceptedChunk>,
         mpsc::Receiver<Arc<Batch>>,
         tokio::task::JoinHandle<()>,
     ) {
@@ -223,9 +227,8 @@ mod tests {
     async fn a_batch_closes_on_size_and_the_rest_goes_out_when_the_input_is_idle() {
         let (in_tx, mut out_rx, task) = start(3, usize::MAX, Duration::from_secs(5), false);
         let began = Instant::now();
-        for i in 0..4 {
-            in_tx.send(accepted(i)).await.unwrap();
-        }
+        // One hand-off larger than a batch: it is split across two.
+        in_tx.send((0..4).map(accepted).collect()).await.unwrap();
         let first = out_rx.recv().await.unwrap();
         assert_eq!((first.events, first.keys.len()), (3, 3));
         assert_eq!(first.bytes.iter().filter(|&&b| b == b'\n').count(), 3);
@@ -250,7 +253,7 @@ mod tests {
         let (in_tx, mut out_rx, task) = start(500, usize::MAX, Duration::from_secs(3600), false);
         for i in 0..3 {
             let sent = Instant::now();
-            in_tx.send(accepted(i)).await.unwrap();
+            in_tx.send(vec![accepted(i)]).await.unwrap();
             let batch = out_rx.recv().await.unwrap();
             assert_eq!((batch.seq, batch.events), (i, 1));
             assert_eq!(sent.elapsed(), Duration::ZERO, "event {i} waited");
@@ -264,14 +267,14 @@ mod tests {
         // The sink takes one batch at a time and is not reading yet.
         let (in_tx, mut out_rx, task) =
             start_with_queue(100, usize::MAX, Duration::from_secs(3600), false, 1);
-        in_tx.send(accepted(0)).await.unwrap();
+        in_tx.send(vec![accepted(0)]).await.unwrap();
         run_until(|| out_rx.len() == 1).await;
         // The second lone event is closed at once too, but its hand-over waits for the sink.
-        in_tx.send(accepted(1)).await.unwrap();
+        in_tx.send(vec![accepted(1)]).await.unwrap();
         run_until(|| in_tx.capacity() == in_tx.max_capacity()).await;
         // Meanwhile a burst arrives: it piles up in the input queue.
         for i in 2..40 {
-            in_tx.send(accepted(i)).await.unwrap();
+            in_tx.send(vec![accepted(i)]).await.unwrap();
         }
         drop(in_tx);
         let mut sizes = Vec::new();
@@ -287,7 +290,7 @@ mod tests {
         // Each line is 43 bytes: a 100-byte bound closes a batch at its third.
         let (in_tx, mut out_rx, task) = start(1000, 100, Duration::from_secs(3600), true);
         for i in 0..7 {
-            in_tx.send(accepted(i)).await.unwrap();
+            in_tx.send(vec![accepted(i)]).await.unwrap();
         }
         drop(in_tx);
         let mut sizes = Vec::new();
@@ -302,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn closing_the_input_flushes_the_partial_batch() {
         let (in_tx, mut out_rx, task) = start(100, usize::MAX, Duration::from_secs(3600), false);
-        in_tx.send(accepted(1)).await.unwrap();
+        in_tx.send(vec![accepted(1)]).await.unwrap();
         drop(in_tx);
         assert_eq!(out_rx.recv().await.unwrap().events, 1);
         task.await.unwrap();

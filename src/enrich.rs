@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use crate::config::EnrichConfig;
 use crate::event::EventRecord;
-use crate::flow::Accepted;
+use crate::flow::AcceptedChunk;
 use crate::metrics::{ENRICH_GETS, ENRICH_SKIPPED};
 
 /// An object an event names.
@@ -168,14 +168,17 @@ impl Enricher {
     }
 
     /// Enriches events from `input` in order and sends them on, `concurrency` at a time, until
-    /// `input` closes (shutdown) or `output` does.
+    /// `input` closes (shutdown) or `output` does. What is enriched is handed on in chunks of
+    /// up to `chunk`, whatever is done when the batcher can take it.
     pub async fn run(
         self: Arc<Self>,
-        mut input: mpsc::Receiver<Accepted>,
-        output: mpsc::Sender<Accepted>,
+        mut input: mpsc::Receiver<AcceptedChunk>,
+        output: mpsc::Sender<AcceptedChunk>,
+        chunk: usize,
     ) {
         let concurrency = self.concurrency;
-        let events = futures::stream::poll_fn(move |cx| input.poll_recv(cx));
+        let events =
+            futures::stream::poll_fn(move |cx| input.poll_recv(cx)).flat_map(futures::stream::iter);
         let enriched = events
             .map(|mut accepted| {
                 let this = self.clone();
@@ -184,10 +187,11 @@ impl Enricher {
                     accepted
                 }
             })
-            .buffered(concurrency);
+            .buffered(concurrency)
+            .ready_chunks(chunk.max(1));
         let mut enriched = std::pin::pin!(enriched);
-        while let Some(accepted) = enriched.next().await {
-            if output.send(accepted).await.is_err() {
+        while let Some(done) = enriched.next().await {
+            if output.send(done).await.is_err() {
                 return;
             }
         }

@@ -1,6 +1,6 @@
 //! The messages that pass between stages, in the order the data flows: a source hands
-//! `SourceMsg`s to the dedup stage, which hands `Accepted` events (through enrichment) to the
-//! batcher, which hands `Batch`es to every sink, which hand `BatchAck`s back to the dedup stage.
+//! `SourceMsg`s to the dedup stage, which hands `Accepted` events in chunks (through
+//! enrichment) to the batcher, which hands `Batch`es to every sink, which hand `BatchAck`s back to the dedup stage.
 //!
 //! They live here, not in the stage that makes them, so that no stage imports a later one.
 
@@ -43,6 +43,14 @@ pub struct Accepted {
     /// The `enrichment` object, when enrichment is on and found something.
     pub enrichment: Option<Box<str>>,
 }
+
+/// Accepted events handed on together: one channel message per source hand-off (at most
+/// [`ACCEPTED_CHUNK`] events), so the stages wake each other once per read, not once per event.
+pub type AcceptedChunk = Vec<Accepted>;
+
+/// The most events in one [`AcceptedChunk`]: a source hand-off's size, so the chunk the dedup
+/// stage is filling stays within the one hand-off the in-flight bound already counts.
+pub const ACCEPTED_CHUNK: usize = 256;
 
 /// Encoded lines and the occurrence keys they deliver.
 #[derive(Debug)]

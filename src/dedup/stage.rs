@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use super::replica::{Replica, Taken};
 use super::{DedupError, Ring};
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
-use crate::flow::{Accepted, BatchAck, SourceBatch};
+use crate::flow::{Accepted, AcceptedChunk, BatchAck, SourceBatch};
 use crate::ha::Standing;
 use crate::metrics::{
     ACKS_PENDING, DEDUP_CORRUPT_FILES, DEDUP_ESTIMATED_FP_RATE, DEDUP_FILL_RATIO,
@@ -50,6 +50,9 @@ pub struct StageSettings {
     /// With leader election: the source's scopes and the standby's hold bound in bytes. The
     /// stage starts standing by.
     pub replica: Option<(usize, usize)>,
+    /// The most accepted events handed on in one message (at most
+    /// [`crate::flow::ACCEPTED_CHUNK`], at most the batch size).
+    pub chunk: usize,
 }
 
 /// What a run did, for the final log line and the tests.
@@ -118,6 +121,10 @@ pub struct DedupStage {
     replica: Option<Replica>,
     /// A standby's keys the leader's watermark covers, committed after each hand-off.
     covered: Vec<OccurrenceKey>,
+    /// Accepted events not yet handed on: sent when it holds `chunk` of them and at the end of
+    /// each hand-off.
+    outbox: AcceptedChunk,
+    chunk: usize,
     meters: StageMeters,
 }
 
@@ -180,6 +187,8 @@ impl DedupStage {
                 .replica
                 .map(|(scopes, max_bytes)| Replica::new(scopes, max_bytes)),
             covered: Vec::new(),
+            outbox: Vec::new(),
+            chunk: settings.chunk.max(1),
             meters: StageMeters::new(settings.source, settings.generations, settings.by_reason),
         };
         stage.observe_ring();
@@ -226,7 +235,7 @@ impl DedupStage {
     pub async fn accept(
         &mut self,
         batch: SourceBatch,
-        out: &mpsc::Sender<Accepted>,
+        out: &mpsc::Sender<AcceptedChunk>,
         shutdown: &CancellationToken,
     ) -> bool {
         // The ring answers for the whole hand-off at once, which lets it overlap the cache
@@ -254,7 +263,7 @@ impl DedupStage {
         &mut self,
         batch: SourceBatch,
         in_ring: &[bool],
-        out: &mpsc::Sender<Accepted>,
+        out: &mpsc::Sender<AcceptedChunk>,
         shutdown: &CancellationToken,
     ) -> bool {
         let standby = self.replica.as_ref().is_some_and(|r| !r.is_leading());
@@ -300,22 +309,38 @@ impl DedupStage {
                 }
                 replica.emitted(key, version);
             }
-            if !self.hand_on(accepted, key, out, shutdown).await {
+            if !self.hand_on(accepted, out, shutdown).await {
                 return false;
             }
         }
-        true
+        self.send_outbox(out, shutdown).await
     }
 
-    /// Sends one accepted event on; false if shutdown interrupted the wait for room (the event
-    /// is then forgotten, so the next run delivers it).
+    /// Puts one accepted event in the outbox, and sends the outbox on once it is full; false
+    /// if shutdown interrupted the wait for room.
     async fn hand_on(
         &mut self,
         accepted: Accepted,
-        key: Option<OccurrenceKey>,
-        out: &mpsc::Sender<Accepted>,
+        out: &mpsc::Sender<AcceptedChunk>,
         shutdown: &CancellationToken,
     ) -> bool {
+        self.outbox.push(accepted);
+        if self.outbox.len() < self.chunk {
+            return true;
+        }
+        self.send_outbox(out, shutdown).await
+    }
+
+    /// Sends the outbox on as one message; false if shutdown interrupted the wait for room (its
+    /// events are then forgotten, so the next run delivers them).
+    async fn send_outbox(
+        &mut self,
+        out: &mpsc::Sender<AcceptedChunk>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if self.outbox.is_empty() {
+            return true;
+        }
         // Fast path: room in the queue. Only a full queue needs to watch for shutdown.
         let permit = match out.try_reserve() {
             Ok(permit) => permit,
@@ -326,22 +351,25 @@ impl DedupStage {
                     Err(_) => return false,
                 },
                 () = shutdown.cancelled() => {
-                    // Never handed on: forget it so the next run delivers it. (A leader's
-                    // watermark stays below it: the next leader delivers it.)
-                    if let Some(k) = key {
-                        self.in_flight.remove(&k);
+                    // Never handed on: forget them so the next run delivers them. (A leader's
+                    // watermark stays below them: the next leader delivers them.)
+                    for accepted in self.outbox.drain(..) {
+                        if accepted.record.is_occurrence() {
+                            self.in_flight.remove(&accepted.record.key);
+                        }
                     }
                     return false;
                 }
             },
         };
-        if let Some(by_reason) = &mut self.meters.by_reason
-            && key.is_some()
-        {
-            by_reason.count(accepted.record.raw.get());
+        if let Some(by_reason) = &mut self.meters.by_reason {
+            for accepted in self.outbox.iter().filter(|a| a.record.is_occurrence()) {
+                by_reason.count(accepted.record.raw.get());
+            }
         }
-        permit.send(accepted);
-        self.tally.emitted += 1;
+        self.tally.emitted += self.outbox.len() as u64;
+        let chunk = std::mem::replace(&mut self.outbox, Vec::with_capacity(self.chunk));
+        permit.send(chunk);
         true
     }
 
@@ -402,7 +430,7 @@ impl DedupStage {
     pub async fn standing(
         &mut self,
         standing: Standing,
-        out: &mpsc::Sender<Accepted>,
+        out: &mpsc::Sender<AcceptedChunk>,
         shutdown: &CancellationToken,
     ) -> bool {
         let Some(replica) = &mut self.replica else {
@@ -435,11 +463,11 @@ impl DedupStage {
             if let Some(replica) = &mut self.replica {
                 replica.emitted(key, Some(version));
             }
-            if !self.hand_on(accepted, Some(key), out, shutdown).await {
+            if !self.hand_on(accepted, out, shutdown).await {
                 return false;
             }
         }
-        true
+        self.send_outbox(out, shutdown).await
     }
 
     /// Whether this pipe emits: always without leader election.
@@ -622,6 +650,7 @@ mod tests {
                 by_reason: false,
                 generations: 2,
                 replica: None,
+                chunk: 256,
             },
         );
         stage.in_flight.extend([a, b]);
