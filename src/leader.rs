@@ -65,7 +65,14 @@ pub enum LeaderError {
         name: String,
         source: kube::Error,
     },
+    #[error(
+        "the lease {lease} kept changing while it was being released ({attempts} conflicts); a standby takes over once it expires"
+    )]
+    Conflict { lease: String, attempts: usize },
 }
+
+/// Reads and writes a release tries before it leaves the Lease to expire.
+const RELEASE_ATTEMPTS: usize = 3;
 
 /// The Lease as one replica last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,30 +191,39 @@ impl Elector {
 
     /// Gives the Lease up with a final watermark, so a standby takes over at its next attempt
     /// instead of waiting for the Lease to expire. Only when this replica still holds it.
+    ///
+    /// A conflict is read again: a renewal this replica gave up waiting for may land between
+    /// the read and the write, and the Lease would then keep that renewal's older watermark.
     pub async fn release(&mut self, watermark: Option<u64>) -> Result<(), LeaderError> {
-        let Some(current) = self
-            .api
-            .get_opt(&self.config.name)
-            .await
-            .map_err(|e| self.error("get", e))?
-        else {
-            return Ok(());
-        };
-        let observed = observe(&current);
-        if observed.holder.as_deref() != Some(self.config.identity.as_str()) {
-            return Ok(());
+        for _ in 0..RELEASE_ATTEMPTS {
+            let Some(current) = self
+                .api
+                .get_opt(&self.config.name)
+                .await
+                .map_err(|e| self.error("get", e))?
+            else {
+                return Ok(());
+            };
+            let observed = observe(&current);
+            if observed.holder.as_deref() != Some(self.config.identity.as_str()) {
+                return Ok(());
+            }
+            let mut lease = self.record(None, watermark, observed.transitions, true);
+            lease.metadata.resource_version = current.metadata.resource_version.clone();
+            match self
+                .api
+                .replace(&self.config.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(self.error("update", e)),
+            }
         }
-        let mut lease = self.record(None, watermark, observed.transitions, true);
-        lease.metadata.resource_version = current.metadata.resource_version.clone();
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(e) => Err(self.error("update", e)),
-        }
+        Err(LeaderError::Conflict {
+            lease: format!("{}/{}", self.config.namespace, self.config.name),
+            attempts: RELEASE_ATTEMPTS,
+        })
     }
 
     fn lease_duration_of(&self, lease: &Lease) -> Duration {
