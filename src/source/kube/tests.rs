@@ -2,11 +2,17 @@
 //! responses read from memory: what it hands over and reports, in which order, and where it
 //! goes next (built only under #[cfg(test)]).
 
-use http_body_util::StreamBody;
-use hyper::body::Frame;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::time::Instant;
+
+use super::reader::{InitialEvents, WatchReader};
 use super::*;
-use crate::event::OccurrenceKey;
+use crate::event::{self, Change, OccurrenceKey};
+use crate::scan;
 
 #[test]
 fn list_items_get_kind_and_api_version_once() {
