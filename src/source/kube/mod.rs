@@ -281,6 +281,12 @@ impl Watcher {
         self.tx.send(msg).await.is_ok()
     }
 
+    /// A 401 or 403 before a watch of this scope was ever accepted: a misconfiguration to stop
+    /// on with its fix. Once watching, the same answer is an outage (RBAC being rolled out).
+    fn refused_at_startup(&self, e: &kube::Error) -> bool {
+        !self.watching && matches!(e, kube::Error::Api(s) if matches!(s.code, 401 | 403))
+    }
+
     /// Every failure of a list or watch request leads to a retry, after the backoff the caller
     /// goes to: counted as a restart.
     fn note_failure(&mut self, kind: &str, detail: &dyn fmt::Display) {

@@ -89,10 +89,7 @@ impl Watcher {
                 return State::after_backoff(State::Relisting);
             }
             Err(e) => {
-                if !self.watching
-                    && let kube::Error::Api(s) = &e
-                    && matches!(s.code, 401 | 403)
-                {
+                if self.refused_at_startup(&e) {
                     let err = startup_error(e, "watch", &self.scope, &self.url);
                     return self.fail(err).await;
                 }
