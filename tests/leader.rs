@@ -147,6 +147,45 @@ fn a_released_lease_is_taken_at_once_with_the_final_watermark() {
 }
 
 #[test]
+fn a_release_that_meets_a_late_renewal_reads_again_and_still_releases() {
+    let server = ApiServer::start();
+    runtime().block_on(async {
+        let (mut a, mut b) = (elector(&server, "a").await, elector(&server, "b").await);
+        a.try_acquire_or_renew(Some(5)).await.unwrap();
+        // A renewal `a` gave up waiting for lands between the release's read and its write.
+        server.late_lease_writes(1);
+        let conflicts = server.lease_conflicts();
+        a.release(Some(9)).await.unwrap();
+        assert_eq!(
+            server.lease_conflicts(),
+            conflicts + 1,
+            "the first write met the late one"
+        );
+        let started = Instant::now();
+        let Role::Leader(previous) = b.try_acquire_or_renew(None).await.unwrap() else {
+            panic!("the Lease was left held after a conflicting release");
+        };
+        assert!(started.elapsed() < LEASE_DURATION);
+        assert_eq!((previous.holder, previous.watermark), (None, Some(9)));
+    });
+}
+
+#[test]
+fn a_release_that_keeps_conflicting_says_so_and_names_the_lease() {
+    let server = ApiServer::start();
+    runtime().block_on(async {
+        let mut a = elector(&server, "a").await;
+        a.try_acquire_or_renew(Some(5)).await.unwrap();
+        server.late_lease_writes(100);
+        let err = a.release(Some(9)).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{NS}/kube-event-pipe")) && err.contains("expires"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
 fn of_two_racing_for_a_new_lease_exactly_one_wins() {
     let server = ApiServer::start();
     runtime().block_on(async {

@@ -231,6 +231,9 @@ struct Store {
     lease_rv: u64,
     /// Lease writes answered 409 Conflict, by the resourceVersion they carried being stale.
     lease_conflicts: u64,
+    /// Lease reads after which the Lease is written again at once, unchanged but for a new
+    /// resourceVersion: a renewal its sender gave up on, landing right after someone's read.
+    late_lease_writes: u32,
 }
 
 impl Store {
@@ -709,10 +712,23 @@ async fn lease_request(
         )
     };
     match (method.as_str(), name) {
-        ("GET", Some(name)) => match s.leases.get(&(namespace, name.clone())) {
-            Some((_, lease)) => json_response(lease.to_string()),
-            None => not_found(&name),
-        },
+        ("GET", Some(name)) => {
+            let key = (namespace, name.clone());
+            let Some((_, lease)) = s.leases.get(&key) else {
+                return not_found(&name);
+            };
+            let response = json_response(lease.to_string());
+            if s.late_lease_writes > 0 {
+                s.late_lease_writes -= 1;
+                s.lease_rv += 1;
+                let rv = s.lease_rv;
+                if let Some((stored_rv, lease)) = s.leases.get_mut(&key) {
+                    *stored_rv = rv;
+                    lease["metadata"]["resourceVersion"] = json!(rv.to_string());
+                }
+            }
+            response
+        }
         ("POST", None) | ("PUT", Some(_)) => {
             let Ok(mut lease) = serde_json::from_slice::<Value>(&body) else {
                 return status(400, "BadRequest", "the body is not a Lease");
@@ -1215,6 +1231,7 @@ impl ApiServer {
                 leases: HashMap::new(),
                 lease_rv: 0,
                 lease_conflicts: 0,
+                late_lease_writes: 0,
             }),
             head_tx: watch::channel(1).0,
             drop_tx: watch::channel(0).0,
@@ -1533,6 +1550,13 @@ impl ApiServer {
         s.leases
             .get(&(namespace.to_string(), name.to_string()))
             .map(|(_, v)| v.clone())
+    }
+
+    /// The next `n` Lease reads are each followed at once by another write of the Lease (a new
+    /// resourceVersion, nothing else changed), as a renewal that landed late would be: an
+    /// update based on that read then meets a 409.
+    pub fn late_lease_writes(&self, n: u32) {
+        self.inner.store().late_lease_writes = n;
     }
 
     /// Lease updates refused with 409 Conflict so far.
