@@ -13,6 +13,12 @@ use crate::source::SourceError;
 /// Records handed from a source to the pipeline in one channel message.
 pub type SourceBatch = Vec<EventRecord>;
 
+/// The most records in one [`SourceBatch`]: a list page or a burst of watch lines is split into
+/// hand-offs of this size (a quieter stream is handed off as each read ends). Also the most
+/// events in one [`AcceptedChunk`], so the chunk the dedup stage is filling stays within the one
+/// hand-off the in-flight bound already counts.
+pub const HANDOFF_RECORDS: usize = 256;
+
 /// What a source tells the pipeline, in order.
 #[derive(Debug)]
 pub enum SourceMsg {
@@ -45,12 +51,8 @@ pub struct Accepted {
 }
 
 /// Accepted events handed on together: one channel message per source hand-off (at most
-/// [`ACCEPTED_CHUNK`] events), so the stages wake each other once per read, not once per event.
+/// [`HANDOFF_RECORDS`] events), so the stages wake each other once per read, not once per event.
 pub type AcceptedChunk = Vec<Accepted>;
-
-/// The most events in one [`AcceptedChunk`]: a source hand-off's size, so the chunk the dedup
-/// stage is filling stays within the one hand-off the in-flight bound already counts.
-pub const ACCEPTED_CHUNK: usize = 256;
 
 /// Encoded lines and the occurrence keys they deliver.
 #[derive(Debug)]

@@ -45,7 +45,7 @@ use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
 use crate::encode::proto::ProtoEncoder;
 use crate::enrich::Enricher;
-use crate::flow::{ACCEPTED_CHUNK, AcceptedChunk, SourceMsg};
+use crate::flow::{AcceptedChunk, HANDOFF_RECORDS, SourceMsg};
 use crate::ha::{Link, Standing};
 use crate::health::Health;
 use crate::sink::{self, SinkContext, SinkEnd, SinkError};
@@ -188,7 +188,7 @@ pub async fn run(
     drop(ack_tx);
 
     // Chunks no larger than a batch, and no more of them queued than one batch holds.
-    let chunk = config.batch_size.clamp(1, ACCEPTED_CHUNK);
+    let chunk = config.batch_size.clamp(1, HANDOFF_RECORDS);
     let chunks_queued = (config.batch_size / chunk).max(1);
     let (accepted_tx, accepted_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
     // Enrichment sits between the dedup stage and the batcher, in order, when it is on.

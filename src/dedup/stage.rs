@@ -51,7 +51,7 @@ pub struct StageSettings {
     /// stage starts standing by.
     pub replica: Option<(usize, usize)>,
     /// The most accepted events handed on in one message (at most
-    /// [`crate::flow::ACCEPTED_CHUNK`], at most the batch size).
+    /// [`crate::flow::HANDOFF_RECORDS`], at most the batch size).
     pub chunk: usize,
 }
 

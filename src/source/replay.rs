@@ -16,11 +16,7 @@ use super::SourceError;
 use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
 use crate::config::ReplayInput;
 use crate::event::{Change, EventRecord, SharedText};
-use crate::flow::{SourceBatch, SourceMsg};
-
-/// Records are handed over in small batches to spread the channel's cost, but a batch is sent
-/// as soon as the reader would block, so a slow live stream is not held back.
-const HANDOFF_BATCH: usize = 256;
+use crate::flow::{HANDOFF_RECORDS, SourceBatch, SourceMsg};
 
 /// Counters a caller can read while the replay runs.
 #[derive(Debug, Default)]
@@ -132,7 +128,7 @@ fn read_all<R: Read>(
 ) -> Result<(), ReadEnd> {
     let mut splitter = Splitter::new();
     let mut chunks = Vec::new();
-    let mut batch = Vec::with_capacity(HANDOFF_BATCH);
+    let mut batch = Vec::with_capacity(HANDOFF_RECORDS);
     let mut line = Vec::with_capacity(4096);
     let mut first = true;
     loop {
@@ -150,7 +146,7 @@ fn read_all<R: Read>(
             decode_chunk(chunk, stats, &mut batch);
         }
         // An empty buffer means the next read may block: hand over what is ready first.
-        if batch.len() >= HANDOFF_BATCH || (!batch.is_empty() && reader.buffer().is_empty()) {
+        if batch.len() >= HANDOFF_RECORDS || (!batch.is_empty() && reader.buffer().is_empty()) {
             send(&mut hand_off, &mut batch)?;
         }
     }
@@ -167,7 +163,7 @@ fn send(
     hand_off: &mut impl FnMut(SourceBatch) -> Result<(), ReadEnd>,
     batch: &mut SourceBatch,
 ) -> Result<(), ReadEnd> {
-    let full = std::mem::replace(batch, Vec::with_capacity(HANDOFF_BATCH));
+    let full = std::mem::replace(batch, Vec::with_capacity(HANDOFF_RECORDS));
     hand_off(full)
 }
 

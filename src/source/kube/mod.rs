@@ -37,17 +37,13 @@ use tracing::{info, warn};
 use super::{SourceError, SourceHealth};
 use crate::config::{InitialList, KubeConfig};
 use crate::event::{EventError, EventRecord};
-use crate::flow::SourceMsg;
+use crate::flow::{HANDOFF_RECORDS, SourceMsg};
 
 use client::probe;
 pub use client::{Cluster, cluster_uid, connect};
 use list::Pages;
 use retry::{Restarts, Retry};
 use watch::Response;
-
-/// Records per hand-off, as the replay source: a page or a burst of watch lines is split into
-/// hand-offs of this size; a quieter stream is handed off as each network read ends.
-const HANDOFF_BATCH: usize = 256;
 
 /// Checks that the identity may list events in every scope, then starts one watcher per scope.
 /// Returns once the watchers run; they stop when `tx`'s receiver is dropped.
@@ -251,11 +247,11 @@ impl Watcher {
 
     /// Sends records in hand-offs; false when the pipeline is gone.
     async fn hand_over(&self, records: impl Iterator<Item = EventRecord>) -> bool {
-        let mut batch = Vec::with_capacity(HANDOFF_BATCH);
+        let mut batch = Vec::with_capacity(HANDOFF_RECORDS);
         for record in records {
             batch.push(record);
-            if batch.len() == HANDOFF_BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOFF_BATCH));
+            if batch.len() == HANDOFF_RECORDS {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOFF_RECORDS));
                 if self.tx.send(SourceMsg::Records(full)).await.is_err() {
                     return false;
                 }

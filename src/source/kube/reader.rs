@@ -6,8 +6,8 @@ use bytes::{Bytes, BytesMut};
 use kube::core::Status;
 use tracing::warn;
 
-use super::HANDOFF_BATCH;
 use crate::event::{Change, EventError, EventRecord, SharedText};
+use crate::flow::HANDOFF_RECORDS;
 use crate::scan;
 
 /// A watch line longer than this is not an Event (the API server caps objects at 1.5 MiB).
@@ -74,7 +74,7 @@ impl WatchReader {
         WatchReader {
             received: 0,
             partial: BytesMut::new(),
-            batch: Vec::with_capacity(HANDOFF_BATCH),
+            batch: Vec::with_capacity(HANDOFF_RECORDS),
             version: None,
             initial,
         }

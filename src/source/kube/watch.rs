@@ -13,9 +13,9 @@ use tracing::{debug, info};
 
 use super::client::{error_chain, request_body, startup_error};
 use super::reader::{InitialEvents, ReadEnd, WatchReader};
-use super::{HANDOFF_BATCH, State, Watcher};
+use super::{State, Watcher};
 use crate::config::InitialList;
-use crate::flow::SourceMsg;
+use crate::flow::{HANDOFF_RECORDS, SourceMsg};
 use crate::source::SourceError;
 
 /// Grace beyond the watch's own timeout before a silent connection counts as dead.
@@ -146,8 +146,8 @@ impl Watcher {
         // Hand over what this read brought before anything else, so a 410 or a broken
         // connection loses nothing already read.
         if !reader.batch.is_empty() {
-            let batch = std::mem::replace(&mut reader.batch, Vec::with_capacity(HANDOFF_BATCH));
-            let sent = if batch.len() <= HANDOFF_BATCH {
+            let batch = std::mem::replace(&mut reader.batch, Vec::with_capacity(HANDOFF_RECORDS));
+            let sent = if batch.len() <= HANDOFF_RECORDS {
                 // A read's records are one hand-off as they are: no second vector to move them to.
                 self.tx.send(SourceMsg::Records(batch)).await.is_ok()
             } else {
