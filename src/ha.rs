@@ -16,25 +16,7 @@ use tracing::{info, warn};
 use crate::leader::{Elector, LeaderError, Role};
 use crate::metrics::{LEADER, LEADER_TRANSITIONS, WATERMARK_AGE};
 
-/// What the elector tells the pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Standing {
-    /// This replica holds the Lease and may emit.
-    pub leading: bool,
-    /// The watermark in the Lease as last read: the leader's while this replica stands by; on
-    /// a takeover, the previous holder's last one (what the new leader need not emit again).
-    pub watermark: Option<u64>,
-}
-
-/// What the pipe publishes for the Lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Published {
-    /// Its watermark (see [`crate::dedup::replica::Replica::watermark`]).
-    pub watermark: Option<u64>,
-    /// Events wait for the watermark to move: accepted and not committed on a leader, held on a
-    /// standby. The watermark's age counts only while something waits.
-    pub waiting: bool,
-}
+pub use crate::flow::{Published, Standing};
 
 /// The pipe's side of the election: its standing, where it publishes its watermark, and the
 /// fence its sinks check.

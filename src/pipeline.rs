@@ -1,7 +1,8 @@
-//! Wiring: source → dedup → enrich → batcher → sinks, and acks back into the filters; the run
-//! loop and its shutdown. The stages themselves live in their own modules (the dedup stage,
-//! which owns the filter ring and commits after every sink acknowledged, in `dedup::stage`);
-//! this module builds their queues, starts them, and never names a particular sink.
+//! Wiring: source → dedup → enrich → batcher → sinks, and acks back into the filters. The
+//! stages live in their own modules (the dedup stage, which owns the filter ring and commits
+//! after every sink acknowledged, in `dedup::stage`, its control loop and shutdown in
+//! `dedup::drive`); this module opens them, connects their queues, and returns the report. It
+//! never names a particular sink.
 //!
 //! Queues, their bounds and what happens when one is full:
 //! - source → dedup: `SOURCE_QUEUE` hand-offs of up to 256 records. Full: the source blocks
@@ -34,24 +35,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{error, info};
 
 use crate::batch::{self, Encoders, Fanout, Limits};
 use crate::config::{Config, OutputFormat, SourceConfig};
+use crate::dedup::drive::{self, Control, Io};
 use crate::dedup::stage::{DedupStage, StageSettings};
 use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
 use crate::encode::proto::ProtoEncoder;
 use crate::enrich::Enricher;
-use crate::flow::{AcceptedChunk, HANDOFF_RECORDS, SourceMsg};
-use crate::ha::{Link, Standing};
+use crate::flow::{AcceptedChunk, Batch, BatchAck, HANDOFF_RECORDS, SourceMsg};
+use crate::ha::{Fence, Link};
 use crate::health::Health;
-use crate::sink::{self, SinkContext, SinkEnd, SinkError};
-use crate::source::{self, SourceError, replay::ReplayStats};
+use crate::sink::{self, SinkContext, SinkEnd, SinkError, SinkHealth, Worker};
+use crate::source::{self, SourceError, SourceHealth, replay::ReplayStats};
 
-pub use crate::dedup::stage::Tally;
+pub use crate::dedup::{EndReason, Tally};
 
 /// Hand-offs queued between the source and the dedup stage. Few: a hand-off's records are
 /// slices of the list page or watch read they came in, so each queued one can keep a page's
@@ -70,7 +72,7 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     /// The enrichment stage ended on its own; what it held stays uncommitted for the next run.
     #[error("the enrichment stage failed: {0}")]
-    Enrich(String),
+    Enrich(#[source] tokio::task::JoinError),
 }
 
 impl PipelineError {
@@ -80,35 +82,10 @@ impl PipelineError {
     }
 }
 
-/// Why the pipe stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// The replay input ended and everything read was delivered.
-    InputEnded,
-    /// SIGTERM or SIGINT, and everything accepted was delivered.
-    Signal,
-    /// stdout's reader went away; what was in flight stays uncommitted for the next run.
-    StdoutClosed,
-    /// The shutdown timeout passed with events still in flight (they are delivered again later).
-    ShutdownTimeout,
-    /// This replica stopped leading: its sinks were fenced at once and what was in flight is
-    /// left to the new leader. A new pipe stands by.
-    SteppedDown,
-    /// This replica became the leader but could not follow its leader (the API server's
-    /// resourceVersions are not numbers): a new pipe lists again, as leader.
-    RelistAsLeader,
-}
-
 #[derive(Debug)]
 pub struct Report {
     pub end: EndReason,
     pub tally: Tally,
-}
-
-/// The dedup stage's phases. Draining: no more input; waiting for the last acks.
-enum Phase {
-    Running,
-    Draining { deadline: Instant },
 }
 
 /// Runs the pipe until its input ends, `shutdown` is cancelled, stdout closes or the source
@@ -126,21 +103,83 @@ pub async fn run(
     shared_cluster: Option<&source::kube::Cluster>,
     link: Option<Link>,
 ) -> Result<Report, PipelineError> {
-    let sinks = health.sinks.clone();
-    sinks.reset();
-    let health = health.source;
-    let (mut standing, published, fence) = match link {
+    health.sinks.reset();
+    let (standing, published, fence) = match link {
         Some(l) => (Some(l.standing), Some(l.watermark), l.fence),
-        None => (None, None, crate::ha::Fence::default()),
+        None => (None, None, Fence::default()),
     };
     // The source first: a wrong input path or an unreachable cluster must not leave a new
     // filter file behind.
-    let (source_tx, mut source_rx) = mpsc::channel::<SourceMsg>(SOURCE_QUEUE);
+    let (source_tx, source_rx) = mpsc::channel::<SourceMsg>(SOURCE_QUEUE);
     let replay_stats = Arc::new(ReplayStats::default());
-    let mut cluster = None;
+    let cluster = open_source(
+        config,
+        source_tx,
+        &health.source,
+        &replay_stats,
+        shared_cluster,
+    )
+    .await?;
+    let ring = open_ring(config)?;
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let ctx = SinkContext {
+        config,
+        reopen: &reopen,
+        kube: cluster.as_ref().map(|c| &c.client),
+    };
+    let sinks = open_sinks(config, &ctx, ack_tx, &health.sinks, &fence).await?;
+
+    // Chunks no larger than a batch, and no more of them queued than one batch holds.
+    let chunk = config.batch_size.clamp(1, HANDOFF_RECORDS);
+    let chunks_queued = (config.batch_size / chunk).max(1);
+    let (accepted_tx, accepted_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
+    let (accepted_rx, enrich_task) =
+        start_enrich(config, cluster.as_ref(), accepted_rx, chunk, chunks_queued);
+    let batcher = start_batcher(config, accepted_rx, sinks.queues, sinks.protobuf);
+    let stage = DedupStage::new(ring, stage_settings(config, chunk), health.source.clone());
+    let (interrupt, _interrupt_ends) = interrupt(&shutdown, &fence);
+
+    // Once the source and sinks are open: a start that fails prints its one error line alone.
+    info!(config = %config.redacted(), "effective configuration");
+    info!(generations = stage.generations(), "pipeline running");
+    let source_health = health.source.clone();
+    let io = Io {
+        source: source_rx,
+        accepted: accepted_tx,
+        acks: ack_rx,
+        standing,
+        published,
+    };
+    let control = Control {
+        shutdown,
+        interrupt,
+        stepped_down: fence.shut(),
+        sync_interval: config.sync_interval,
+        shutdown_timeout: config.shutdown_timeout,
+        malformed: Box::new(move || malformed(&replay_stats, &source_health)),
+    };
+    let mut stopped = drive::run(stage, io, control).await?;
+    let end = join(stopped.end, batcher, sinks.workers, &stopped.stage).await;
+    let tally = stopped.finish(end).await?;
+    if let Some(e) = stopped.source_failure.take() {
+        return Err(e.into());
+    }
+    enrichment_outcome(enrich_task).await?;
+    Ok(Report { end, tally })
+}
+
+/// Starts the source; returns the cluster it watches, if any.
+async fn open_source(
+    config: &Config,
+    source_tx: mpsc::Sender<SourceMsg>,
+    health: &Arc<SourceHealth>,
+    replay_stats: &Arc<ReplayStats>,
+    shared_cluster: Option<&source::kube::Cluster>,
+) -> Result<Option<source::kube::Cluster>, PipelineError> {
     match &config.source {
         SourceConfig::Replay(input) => {
-            source::replay::spawn(input, source_tx, replay_stats.clone())?
+            source::replay::spawn(input, source_tx, replay_stats.clone())?;
+            Ok(None)
         }
         SourceConfig::Kube(kube) => {
             let connected = match shared_cluster {
@@ -155,10 +194,12 @@ pub async fn run(
                 config.ha.is_some(),
             )
             .await?;
-            cluster = Some(connected);
+            Ok(Some(connected))
         }
     }
+}
 
+fn open_ring(config: &Config) -> Result<Ring, DedupError> {
     let ring = Ring::open(RingConfig {
         dir: config.persistence_path.clone(),
         generations: config.generations,
@@ -168,46 +209,69 @@ pub async fn run(
     })?;
     // The estimated-rate alert compares each generation with this.
     metrics::gauge!(crate::metrics::DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
-    let ctx = SinkContext {
-        config,
-        reopen: &reopen,
-        kube: cluster.as_ref().map(|c| &c.client),
-    };
-    let mut queues = Vec::with_capacity(config.sinks.len());
-    let mut workers = Vec::with_capacity(config.sinks.len());
-    let mut protobuf = false;
-    for (index, sink_config) in config.sinks.iter().enumerate() {
-        let sink = sink::open(sink_config, &ctx).await?;
-        protobuf |= sink.wants_protobuf();
-        let (tx, rx) = mpsc::channel(sink::SINK_QUEUE);
-        queues.push(tx);
-        workers.push(sink.start(index, rx, ack_tx.clone(), &sinks, fence.clone())?);
-    }
-    // Only the workers hold ack senders now: the channel closes when the last one ends.
-    drop(ack_tx);
+    Ok(ring)
+}
 
-    // Chunks no larger than a batch, and no more of them queued than one batch holds.
-    let chunk = config.batch_size.clamp(1, HANDOFF_RECORDS);
-    let chunks_queued = (config.batch_size / chunk).max(1);
-    let (accepted_tx, accepted_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
-    // Enrichment sits between the dedup stage and the batcher, in order, when it is on.
-    let mut enrich_task = None;
-    let accepted_rx = match (&config.enrich, &cluster) {
-        (Some(enrich), Some(cluster)) => {
-            let client = cluster.client.clone();
-            let (enriched_tx, enriched_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
-            let enricher = Arc::new(Enricher::new(client, enrich));
-            enrich_task = Some(tokio::spawn(enricher.run(accepted_rx, enriched_tx, chunk)));
-            enriched_rx
-        }
-        _ => accepted_rx,
+/// The started sinks: each one's queue, its worker, and whether any wants protobuf records.
+struct Sinks {
+    queues: Vec<mpsc::Sender<Arc<Batch>>>,
+    workers: Vec<Worker>,
+    protobuf: bool,
+}
+
+/// Opens every configured sink, gives it its own queue, and starts it. Only the workers hold
+/// ack senders afterwards: the ack channel closes when the last one ends.
+async fn open_sinks(
+    config: &Config,
+    ctx: &SinkContext<'_>,
+    ack_tx: mpsc::UnboundedSender<BatchAck>,
+    health: &SinkHealth,
+    fence: &Fence,
+) -> Result<Sinks, SinkError> {
+    let mut sinks = Sinks {
+        queues: Vec::with_capacity(config.sinks.len()),
+        workers: Vec::with_capacity(config.sinks.len()),
+        protobuf: false,
     };
+    for (index, sink_config) in config.sinks.iter().enumerate() {
+        let sink = sink::open(sink_config, ctx).await?;
+        sinks.protobuf |= sink.wants_protobuf();
+        let (tx, rx) = mpsc::channel(sink::SINK_QUEUE);
+        sinks.queues.push(tx);
+        let worker = sink.start(index, rx, ack_tx.clone(), health, fence.clone())?;
+        sinks.workers.push(worker);
+    }
+    Ok(sinks)
+}
+
+/// Enrichment sits between the dedup stage and the batcher, in order, when it is on.
+fn start_enrich(
+    config: &Config,
+    cluster: Option<&source::kube::Cluster>,
+    accepted_rx: mpsc::Receiver<AcceptedChunk>,
+    chunk: usize,
+    chunks_queued: usize,
+) -> (mpsc::Receiver<AcceptedChunk>, Option<JoinHandle<()>>) {
+    let (Some(enrich), Some(cluster)) = (&config.enrich, cluster) else {
+        return (accepted_rx, None);
+    };
+    let (enriched_tx, enriched_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
+    let enricher = Arc::new(Enricher::new(cluster.client.clone(), enrich));
+    let task = tokio::spawn(enricher.run(accepted_rx, enriched_tx, chunk));
+    (enriched_rx, Some(task))
+}
+
+fn start_batcher(
+    config: &Config,
+    accepted_rx: mpsc::Receiver<AcceptedChunk>,
+    queues: Vec<mpsc::Sender<Arc<Batch>>>,
+    protobuf: bool,
+) -> JoinHandle<()> {
     let encoders = Encoders {
         lines: LineEncoder::new(config.format, config.cluster_name.as_deref()),
         proto: protobuf.then(|| ProtoEncoder::new(config.cluster_name.as_deref())),
     };
-    let batcher = tokio::spawn(batch::run(
+    tokio::spawn(batch::run(
         accepted_rx,
         Fanout(queues),
         encoders,
@@ -216,41 +280,33 @@ pub async fn run(
             max_bytes: config.batch_max_bytes,
             max_wait: config.batch_interval,
         },
-    ));
+    ))
+}
 
-    let mut stage = DedupStage::new(
-        ring,
-        StageSettings {
-            priors: config.format == OutputFormat::Eventrouter,
-            emit_deleted: config.emit_deleted,
-            sinks: config.sinks.len(),
-            source: match config.source {
-                SourceConfig::Kube(_) => "kube",
-                SourceConfig::Replay(_) => "replay",
-            },
-            by_reason: config.metrics_by_reason,
-            generations: config.generations,
-            replica: match (&config.ha, &config.source) {
-                (Some(ha), SourceConfig::Kube(kube)) => {
-                    Some((kube.namespaces.len().max(1), ha.standby_max_bytes))
-                }
-                _ => None,
-            },
-            chunk,
+fn stage_settings(config: &Config, chunk: usize) -> StageSettings {
+    StageSettings {
+        priors: config.format == OutputFormat::Eventrouter,
+        emit_deleted: config.emit_deleted,
+        sinks: config.sinks.len(),
+        source: match config.source {
+            SourceConfig::Kube(_) => "kube",
+            SourceConfig::Replay(_) => "replay",
         },
-    );
-    let publish = |stage: &DedupStage| {
-        if let Some(tx) = &published {
-            let value = stage.published();
-            tx.send_if_modified(|w| std::mem::replace(w, value) != value);
-        }
-    };
-    let mut sync_timer = tokio::time::interval(config.sync_interval);
-    sync_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    sync_timer.reset();
+        by_reason: config.metrics_by_reason,
+        generations: config.generations,
+        replica: match (&config.ha, &config.source) {
+            (Some(ha), SourceConfig::Kube(kube)) => {
+                Some((kube.namespaces.len().max(1), ha.standby_max_bytes))
+            }
+            _ => None,
+        },
+        chunk,
+    }
+}
 
-    // What ends a wait for room in the pipe: a signal, or this replica stepping down (its
-    // sinks are fenced, so the room would never come).
+/// What ends a wait for room in the pipe: a signal, or this replica stepping down (its sinks
+/// are fenced, so the room would never come). The guard cancels it when the pipe ends.
+fn interrupt(shutdown: &CancellationToken, fence: &Fence) -> (CancellationToken, DropGuard) {
     let interrupt = shutdown.child_token();
     if let Some(shut) = fence.shut() {
         let interrupt = interrupt.clone();
@@ -261,207 +317,47 @@ pub async fn run(
             }
         });
     }
-    let _interrupt_ends = interrupt.clone().drop_guard();
-    let stepped_down = || fence.shut().is_some_and(|t| t.is_cancelled());
-    // The standing as it is now is news to this pipe.
-    if let Some(rx) = &mut standing {
-        rx.mark_changed();
-    }
-    let mut phase = Phase::Running;
-    let mut accepted_tx = Some(accepted_tx);
-    let mut end = EndReason::InputEnded;
-    let mut source_failure: Option<SourceError> = None;
-    // Once the source and sinks are open: a start that fails prints its one error line alone.
-    info!(config = %config.redacted(), "effective configuration");
-    info!(generations = stage.generations(), "pipeline running");
-    loop {
-        let draining_deadline = match phase {
-            Phase::Draining { deadline } => Some(deadline),
-            Phase::Running => None,
-        };
-        tokio::select! {
-            biased;
-            ack = ack_rx.recv() => match ack {
-                Some(ack) => {
-                    stage.ack(ack);
-                    if stage.has_failed() {
-                        break;
-                    }
-                    stage.check_ready(&health);
-                    publish(&stage);
-                }
-                // Every sink worker is gone: they drained everything, or stdout closed.
-                None => break,
-            },
-            _ = sync_timer.tick() => {
-                stage.sync();
-                stage.observe_malformed(
-                    replay_stats.malformed.load(Ordering::Relaxed)
-                        + health.malformed.load(Ordering::Relaxed),
-                );
-            }
-            () = shutdown.cancelled(), if draining_deadline.is_none() => {
-                info!("shutting down: delivering what is in flight");
-                end = EndReason::Signal;
-                phase = Phase::Draining { deadline: Instant::now() + config.shutdown_timeout };
-                accepted_tx = None;
-                source_rx.close();
-                // Progress reports queued right behind records already taken cover them: the
-                // final watermark must not claim less than was delivered.
-                while let Ok(SourceMsg::Through { scope, version }) = source_rx.try_recv() {
-                    stage.through(scope, version);
-                }
-                publish(&stage);
-            }
-            news = changed(&mut standing), if draining_deadline.is_none() => {
-                let keep_going = match (news, &accepted_tx) {
-                    (Some(news), Some(tx)) => stage.standing(news, tx, &interrupt).await,
-                    // The elector is gone: only at shutdown.
-                    _ => true,
-                };
-                publish(&stage);
-                if !keep_going {
-                    end = if stage.is_leading() {
-                        EndReason::RelistAsLeader
-                    } else {
-                        warn!(
-                            in_flight = stage.in_flight(),
-                            "stopped leading: events in flight are left to the new leader; standing by"
-                        );
-                        EndReason::SteppedDown
-                    };
-                    if shutdown.is_cancelled() {
-                        end = EndReason::Signal;
-                    } else {
-                        break;
-                    }
-                }
-            }
-            msg = source_rx.recv(), if draining_deadline.is_none() && stage.wants_input() => {
-                let keep_going = match (msg, &accepted_tx) {
-                    (Some(SourceMsg::Records(batch)), Some(tx)) => {
-                        stage.accept(batch, tx, &interrupt).await
-                    }
-                    (Some(SourceMsg::InitialListSent), Some(_)) => {
-                        stage.mark_initial_list(&health);
-                        true
-                    }
-                    (Some(SourceMsg::Through { scope, version }), _) => {
-                        stage.through(scope, version);
-                        publish(&stage);
-                        true
-                    }
-                    (Some(SourceMsg::Failed(e)), _) => {
-                        error!(error = %e, "the source cannot go on; delivering what is in flight, then stopping");
-                        source_failure = Some(e);
-                        false
-                    }
-                    _ => false,
-                };
-                if !keep_going {
-                    if stepped_down() && !shutdown.is_cancelled() {
-                        warn!(
-                            in_flight = stage.in_flight(),
-                            "stopped leading: events in flight are left to the new leader; standing by"
-                        );
-                        end = EndReason::SteppedDown;
-                        break;
-                    }
-                    if shutdown.is_cancelled() {
-                        end = EndReason::Signal;
-                    }
-                    phase = Phase::Draining { deadline: Instant::now() + config.shutdown_timeout };
-                    accepted_tx = None;
-                    source_rx.close();
-                }
-            }
-            () = sleep_until_opt(draining_deadline) => {
-                warn!(
-                    in_flight = stage.in_flight(),
-                    "shutdown timeout passed; events in flight stay uncommitted and will be delivered again after restart"
-                );
-                end = EndReason::ShutdownTimeout;
-                break;
-            }
-        }
-    }
-    drop(accepted_tx);
-    if let Some(e) = stage.take_failure() {
-        // Nothing more can be committed: end now, as after a shutdown timeout.
-        let _ = stage.flush_all().await;
-        return Err(e.into());
-    }
+    let guard = interrupt.clone().drop_guard();
+    (interrupt, guard)
+}
 
-    // After a step-down nothing more is written (the fence is shut) and a sink call may hang
-    // until its timeout: the workers are not waited for.
-    if !matches!(
-        end,
-        EndReason::ShutdownTimeout | EndReason::SteppedDown | EndReason::RelistAsLeader
-    ) {
-        // Both have finished (the ack channel closed), so these joins do not wait.
-        let _ = batcher.await;
-        for worker in workers {
-            if let Some(SinkEnd::StdoutClosed) = worker.join().await {
-                info!(
-                    in_flight = stage.in_flight(),
-                    "stdout closed by its reader; events in flight stay uncommitted"
-                );
-                end = EndReason::StdoutClosed;
-            }
+/// Waits for the batcher and the sink workers when they finished on their own (the ack
+/// channel closed, so the joins do not wait); a closed stdout ends the run as such.
+async fn join(
+    end: EndReason,
+    batcher: JoinHandle<()>,
+    workers: Vec<Worker>,
+    stage: &DedupStage,
+) -> EndReason {
+    if !end.sinks_finished() {
+        return end;
+    }
+    let _ = batcher.await;
+    let mut end = end;
+    for worker in workers {
+        if let Some(SinkEnd::StdoutClosed) = worker.join().await {
+            info!(
+                in_flight = stage.in_flight(),
+                "stdout closed by its reader; events in flight stay uncommitted"
+            );
+            end = EndReason::StdoutClosed;
         }
     }
-    stage.flush_all().await?;
-    publish(&stage);
-    let malformed = replay_stats.malformed.load(Ordering::Relaxed);
-    stage.observe_malformed(malformed + health.malformed.load(Ordering::Relaxed));
-    let t = stage.tally();
-    info!(
-        received = t.received,
-        emitted = t.emitted,
-        duplicates = t.duplicates,
-        deleted_skipped = t.deleted_skipped,
-        committed = t.committed,
-        malformed,
-        end = ?end,
-        "pipeline stopped"
-    );
-    if let Some(e) = source_failure {
-        return Err(e.into());
-    }
-    // A stage that panicked looks to the batcher like input that ended: say so instead.
-    if let Some(task) = enrich_task.filter(|t| t.is_finished())
+    end
+}
+
+/// A stage that panicked looks to the batcher like input that ended: say so instead.
+async fn enrichment_outcome(task: Option<JoinHandle<()>>) -> Result<(), PipelineError> {
+    if let Some(task) = task.filter(|t| t.is_finished())
         && let Err(e) = task.await
         && e.is_panic()
     {
         error!(error = %e, "the enrichment stage failed; undelivered events stay uncommitted");
-        return Err(PipelineError::Enrich(e.to_string()));
+        return Err(PipelineError::Enrich(e));
     }
-    Ok(Report {
-        end,
-        tally: stage.tally().clone(),
-    })
+    Ok(())
 }
 
-/// The next standing, when there is an election and it changed; `None` once the elector is
-/// gone; never without an election.
-async fn changed(
-    standing: &mut Option<tokio::sync::watch::Receiver<Standing>>,
-) -> Option<Standing> {
-    match standing {
-        Some(rx) => match rx.changed().await {
-            Ok(()) => Some(*rx.borrow_and_update()),
-            Err(_) => {
-                *standing = None;
-                None
-            }
-        },
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+fn malformed(replay: &ReplayStats, source: &SourceHealth) -> u64 {
+    replay.malformed.load(Ordering::Relaxed) + source.malformed.load(Ordering::Relaxed)
 }

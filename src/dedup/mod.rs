@@ -4,9 +4,13 @@
 //! its event. `header` and `filter` are pure code over bytes; `store` maps one file; `ring`
 //! rotates generations; `inspect` reads them without taking the lock.
 
+pub mod checker;
+pub mod drive;
 pub mod filter;
 pub mod header;
 pub mod inspect;
+pub mod ledger;
+mod meters;
 pub mod replica;
 pub mod ring;
 pub mod stage;
@@ -19,39 +23,25 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
+pub use drive::EndReason;
 pub use inspect::{GenerationReport, inspect, render_json, render_table};
 pub use ring::{GenerationInfo, Ring};
+pub use stage::Tally;
 
-use crate::config::defaults;
-
-/// Where and how big the filters are.
+/// Where and how big the filters are. The configuration owns the defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RingConfig {
-    /// Persistence directory (default [`defaults::PERSISTENCE_PATH`]).
+    /// Persistence directory: the filter volume.
     pub dir: PathBuf,
-    /// Generations kept (default [`defaults::GENERATIONS`]). More means a longer memory and
-    /// more files to check.
+    /// Generations kept. More means a longer memory and more files to check.
     pub generations: usize,
-    /// Keys per generation before it rotates (default [`defaults::FILTER_CAPACITY`]).
+    /// Keys per generation before it rotates.
     pub capacity: u64,
-    /// Target false-positive rate per generation (default [`defaults::FILTER_ERROR_RATE`]);
-    /// each false positive drops an event, and `contains` over G full generations errs at up
-    /// to G times this rate.
+    /// Target false-positive rate per generation; each false positive drops an event, and
+    /// `contains` over G full generations errs at up to G times this rate.
     pub error_rate: f64,
-    /// Age at which the newest generation retires (default [`defaults::ROTATION_INTERVAL`]).
+    /// Age at which the newest generation retires.
     pub rotation_interval: Duration,
-}
-
-impl Default for RingConfig {
-    fn default() -> Self {
-        RingConfig {
-            dir: PathBuf::from(defaults::PERSISTENCE_PATH),
-            generations: defaults::GENERATIONS,
-            capacity: defaults::FILTER_CAPACITY,
-            error_rate: defaults::FILTER_ERROR_RATE,
-            rotation_interval: defaults::ROTATION_INTERVAL,
-        }
-    }
 }
 
 /// Time as the ring sees it, so rotation can be tested without waiting an hour.

@@ -514,7 +514,8 @@ mod batch_tests {
             dir: dir.path().to_path_buf(),
             capacity: 1_000,
             rotation_interval: Duration::from_secs(60),
-            ..RingConfig::default()
+            generations: 3,
+            error_rate: 1e-6,
         };
         let mut ring = Ring::open_with_clock(config.clone(), clock.clone()).unwrap();
         assert!(ring.take_flushes().is_empty(), "nothing set yet");

@@ -1,36 +1,29 @@
 //! The dedup stage: checks each record against the filter ring and the keys in flight, hands
-//! new occurrences on, counts the sinks' acknowledgements per batch and commits a batch's keys
-//! when every configured sink has acknowledged it.
+//! new occurrences on, and commits a batch's keys once every sink has acknowledged it.
 //!
-//! It is the only place that touches the ring. Commit follows delivery, so a crash at any
-//! point replays at most what was in flight and never loses an event. Acks are applied between
-//! source hand-offs, never while a hand-off is being checked, so the ring's answers for a
-//! hand-off stay true while it is worked through.
+//! It is the only place that touches the ring, through its parts: the [`Checker`] (the ring
+//! and the keys in flight), the [`AckLedger`] (which batches every sink has), the standby hold
+//! ([`Replica`], with leader election), and readiness. Commit follows delivery, so a crash at
+//! any point replays at most what was in flight and never loses an event. Acks are applied
+//! between source hand-offs, never while a hand-off is being checked, so the ring's answers
+//! for a hand-off stay true while it is worked through. The loop that feeds it is
+//! [`super::drive`].
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::num::NonZeroUsize;
+use std::sync::Arc;
 
-use lru::LruCache;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::checker::Checker;
+use super::ledger::AckLedger;
+use super::meters::StageMeters;
 use super::replica::{Replica, Taken};
 use super::{DedupError, Ring};
-use crate::event::{EventRecord, OccurrenceKey, RawJson};
-use crate::flow::{Accepted, AcceptedChunk, BatchAck, SourceBatch};
-use crate::ha::Standing;
-use crate::metrics::{
-    ACKS_PENDING, DEDUP_CORRUPT_FILES, DEDUP_ESTIMATED_FP_RATE, DEDUP_FILL_RATIO,
-    DEDUP_GENERATIONS, DUPLICATES_DROPPED, EVENTS_RECEIVED, LAST_EVENT_TIMESTAMP, MALFORMED_EVENTS,
-    ReasonCounters,
-};
+use crate::encode::priors::PriorVersions;
+use crate::event::OccurrenceKey;
+use crate::flow::{Accepted, AcceptedChunk, BatchAck, Published, SourceBatch, Standing};
 use crate::source::SourceHealth;
-
-/// Objects whose last version is remembered for eventrouter's `old_event`. Events live an hour
-/// in the API server; this covers the busy part of that window in a few MiB.
-const PRIOR_VERSIONS: usize = 4096;
 
 /// What the stage is told once, at start.
 #[derive(Debug, Clone, Copy)]
@@ -75,48 +68,23 @@ impl Tally {
     }
 }
 
-/// In-flight keys are already uniform hashes: use their low bits instead of hashing again.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
+/// When the pipe is ready: once everything of the source's first complete list is delivered.
+struct Readiness {
+    health: Arc<SourceHealth>,
+    /// The emitted count when the first complete list had been received.
+    at: Option<u64>,
 }
 
-type KeySet = HashSet<OccurrenceKey, BuildHasherDefault<KeyHasher>>;
-
 pub struct DedupStage {
-    ring: Ring,
-    in_flight: KeySet,
-    /// Scratch for `Ring::contains_many`, kept to avoid an allocation per hand-off.
-    keys: Vec<OccurrenceKey>,
+    checker: Checker,
+    /// Scratch for the ring's answers, kept to avoid an allocation per hand-off.
     in_ring: Vec<bool>,
     flushing: Option<tokio::task::JoinHandle<()>>,
-    priors: Option<LruCache<(String, String), RawJson>>,
+    priors: Option<PriorVersions>,
     emit_deleted: bool,
     tally: Tally,
-    /// Acks received per batch sequence number, until every sink has acknowledged it.
-    acks: HashMap<u64, usize>,
-    /// How many sinks must acknowledge a batch before its keys are committed.
-    sinks: usize,
-    /// Events of batches every sink acknowledged. Sinks handle batches in order, so batches
-    /// complete in order: everything emitted before a point is delivered once this reaches the
-    /// emitted count at that point.
-    acked_events: u64,
-    /// The emitted count when the source's first complete list had been received.
-    ready_at: Option<u64>,
-    /// A commit failed because the full newest generation could not rotate: the pipe stops.
-    failed: Option<DedupError>,
+    ledger: AckLedger,
+    readiness: Readiness,
     /// With leader election: the watermark, and what a standby holds.
     replica: Option<Replica>,
     /// A standby's keys the leader's watermark covers, committed after each hand-off.
@@ -128,61 +96,18 @@ pub struct DedupStage {
     meters: StageMeters,
 }
 
-/// The dedup stage's metric handles, obtained once; counters move once per hand-off.
-struct StageMeters {
-    received: metrics::Counter,
-    duplicates: metrics::Counter,
-    last_event: metrics::Gauge,
-    generations: metrics::Gauge,
-    /// One per generation slot, newest first, so the series stay bounded across rotations.
-    fill_ratio: Vec<metrics::Gauge>,
-    /// Same slots as `fill_ratio`.
-    estimated_fp_rate: Vec<metrics::Gauge>,
-    acks_pending: metrics::Gauge,
-    corrupt: metrics::Counter,
-    malformed: metrics::Counter,
-    by_reason: Option<ReasonCounters>,
-}
-
-impl StageMeters {
-    fn new(source: &'static str, generations: usize, by_reason: bool) -> Self {
-        StageMeters {
-            received: metrics::counter!(EVENTS_RECEIVED, "source" => source),
-            duplicates: metrics::counter!(DUPLICATES_DROPPED),
-            last_event: metrics::gauge!(LAST_EVENT_TIMESTAMP),
-            generations: metrics::gauge!(DEDUP_GENERATIONS),
-            fill_ratio: (0..generations)
-                .map(|g| metrics::gauge!(DEDUP_FILL_RATIO, "generation" => g.to_string()))
-                .collect(),
-            estimated_fp_rate: (0..generations)
-                .map(|g| metrics::gauge!(DEDUP_ESTIMATED_FP_RATE, "generation" => g.to_string()))
-                .collect(),
-            acks_pending: metrics::gauge!(ACKS_PENDING),
-            corrupt: metrics::counter!(DEDUP_CORRUPT_FILES),
-            malformed: metrics::counter!(MALFORMED_EVENTS),
-            by_reason: by_reason.then(ReasonCounters::default),
-        }
-    }
-}
-
 impl DedupStage {
-    pub fn new(ring: Ring, settings: StageSettings) -> Self {
+    /// `health` is where readiness is reported.
+    pub fn new(ring: Ring, settings: StageSettings, health: Arc<SourceHealth>) -> Self {
         let mut stage = DedupStage {
-            ring,
-            in_flight: KeySet::default(),
-            keys: Vec::new(),
+            checker: Checker::new(ring),
             in_ring: Vec::new(),
             flushing: None,
-            priors: settings.priors.then(|| {
-                LruCache::new(NonZeroUsize::new(PRIOR_VERSIONS).unwrap_or(NonZeroUsize::MIN))
-            }),
+            priors: settings.priors.then(PriorVersions::default),
             emit_deleted: settings.emit_deleted,
             tally: Tally::default(),
-            acks: HashMap::new(),
-            sinks: settings.sinks,
-            acked_events: 0,
-            ready_at: None,
-            failed: None,
+            ledger: AckLedger::new(settings.sinks),
+            readiness: Readiness { health, at: None },
             replica: settings
                 .replica
                 .map(|(scopes, max_bytes)| Replica::new(scopes, max_bytes)),
@@ -195,56 +120,43 @@ impl DedupStage {
         stage
     }
 
-    /// What the stage did so far.
-    /// The error that ends the pipe: a commit found the newest generation full and could not
-    /// start the next one (see [`Ring::commit`]). Taken once.
-    pub fn take_failure(&mut self) -> Option<DedupError> {
-        self.failed.take()
-    }
-
-    pub fn has_failed(&self) -> bool {
-        self.failed.is_some()
-    }
-
     pub fn tally(&self) -> &Tally {
         &self.tally
     }
 
     /// Accepted events not yet acknowledged by every sink.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.checker.in_flight()
     }
 
     /// The generations the ring holds now.
     pub fn generations(&self) -> usize {
-        self.ring.generations().len()
+        self.checker.generations().len()
     }
 
     /// Everything emitted so far becomes the point after which the pipe is ready: the source's
     /// first complete list has been received.
-    pub fn mark_initial_list(&mut self, health: &SourceHealth) {
-        self.ready_at = Some(self.tally.emitted);
-        self.check_ready(health);
+    pub fn mark_initial_list(&mut self) {
+        self.readiness.at = Some(self.tally.emitted);
+        self.check_ready();
     }
 
     /// Sets the malformed-input counter to the sources' running total.
     pub fn observe_malformed(&self, total: u64) {
         self.meters.malformed.absolute(total);
     }
-    /// Sends the new occurrences of `batch` on; returns false if shutdown interrupted it.
+
+    /// Sends the new occurrences of `batch` on; `Ok(false)` if shutdown interrupted it or the
+    /// next stage is gone.
     pub async fn accept(
         &mut self,
         batch: SourceBatch,
         out: &mpsc::Sender<AcceptedChunk>,
         shutdown: &CancellationToken,
-    ) -> bool {
-        // The ring answers for the whole hand-off at once, which lets it overlap the cache
-        // misses of consecutive keys. Commits only happen between hand-offs, so the answers
-        // stay true while the loop runs.
-        self.keys.clear();
-        self.keys.extend(batch.iter().map(|r| r.key));
+    ) -> Result<bool, DedupError> {
         let mut in_ring = std::mem::take(&mut self.in_ring);
-        self.ring.contains_many(&self.keys, &mut in_ring);
+        self.checker
+            .check_many(batch.iter().map(|r| r.key), &mut in_ring);
         if !batch.is_empty() {
             self.meters.received.increment(batch.len() as u64);
             self.meters.last_event.set(unix_seconds());
@@ -255,8 +167,8 @@ impl DedupStage {
             .duplicates
             .increment(self.tally.duplicates - duplicates_before);
         self.in_ring = in_ring;
-        self.commit_covered();
-        keep_going
+        self.commit_covered()?;
+        Ok(keep_going)
     }
 
     async fn accept_checked(
@@ -269,18 +181,16 @@ impl DedupStage {
         let standby = self.replica.as_ref().is_some_and(|r| !r.is_leading());
         for (record, &in_ring) in batch.into_iter().zip(in_ring) {
             self.tally.received += 1;
-            let prior = self.remember(&record);
+            let prior = self.priors.as_mut().and_then(|p| p.remember(&record));
             if !record.is_occurrence() {
                 // A standby emits nothing, deletions included.
                 if !self.emit_deleted || standby {
                     self.tally.deleted_skipped += 1;
                     continue;
                 }
-            } else if in_ring || self.in_flight.contains(&record.key) {
+            } else if !self.checker.admit(record.key, in_ring) {
                 self.tally.duplicates += 1;
                 continue;
-            } else {
-                self.in_flight.insert(record.key);
             }
             let key = record.is_occurrence().then_some(record.key);
             let version = match (&self.replica, key) {
@@ -297,9 +207,7 @@ impl DedupStage {
                     match replica.take(accepted, version) {
                         Taken::Covered => self.covered.push(key),
                         Taken::Held => {}
-                        Taken::Opaque => {
-                            self.in_flight.remove(&key);
-                        }
+                        Taken::Opaque => self.checker.forget(&key),
                     }
                     continue;
                 }
@@ -355,7 +263,7 @@ impl DedupStage {
                     // watermark stays below them: the next leader delivers them.)
                     for accepted in self.outbox.drain(..) {
                         if accepted.record.is_occurrence() {
-                            self.in_flight.remove(&accepted.record.key);
+                            self.checker.forget(&accepted.record.key);
                         }
                     }
                     return false;
@@ -374,28 +282,31 @@ impl DedupStage {
     }
 
     /// Commits the keys a standby found covered by the leader's watermark.
-    fn commit_covered(&mut self) {
+    fn commit_covered(&mut self) -> Result<(), DedupError> {
         if self.covered.is_empty() {
-            return;
+            return Ok(());
         }
-        let keys = std::mem::take(&mut self.covered);
-        self.commit(&keys, None);
-        for key in &keys {
-            self.in_flight.remove(key);
-        }
+        let mut keys = std::mem::take(&mut self.covered);
+        let committed = self.commit(&keys, None);
+        keys.clear();
         self.covered = keys;
-        self.covered.clear();
+        committed
     }
 
     /// Commits delivered (or, on a standby, covered) keys; `batch` names the batch in the log.
-    fn commit(&mut self, keys: &[OccurrenceKey], batch: Option<u64>) {
-        if let Err(e) = self.ring.commit(keys) {
-            // Delivered but not remembered: a later run delivers these again. Never a loss; but
-            // the full generation cannot take more keys without dropping events, so stop.
-            error!(error = %e, batch, "cannot commit delivered events to the filters; stopping (they are delivered again by the next run)");
-            self.failed.get_or_insert(e);
-        } else {
-            self.tally.committed += keys.len() as u64;
+    fn commit(&mut self, keys: &[OccurrenceKey], batch: Option<u64>) -> Result<(), DedupError> {
+        match self.checker.commit(keys) {
+            Ok(()) => {
+                self.tally.committed += keys.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Delivered but not remembered: a later run delivers these again. Never a loss;
+                // but the full generation cannot take more keys without dropping events, so
+                // stop.
+                error!(error = %e, batch, "cannot commit delivered events to the filters; stopping (they are delivered again by the next run)");
+                Err(e)
+            }
         }
     }
 
@@ -406,8 +317,8 @@ impl DedupStage {
     }
 
     /// What to publish for the Lease.
-    pub fn published(&self) -> crate::ha::Published {
-        crate::ha::Published {
+    pub fn published(&self) -> Published {
+        Published {
             watermark: self.replica.as_ref().and_then(Replica::watermark),
             waiting: self.replica.as_ref().is_some_and(Replica::waiting),
         }
@@ -424,31 +335,41 @@ impl DedupStage {
         }
     }
 
-    /// The election's news. Returns false when this pipe must end: it stopped leading (its
-    /// sinks are fenced; a new pipe stands by), it leads but could not follow its leader because
+    /// The election's news. `Ok(false)` when this pipe must end: it stopped leading (its sinks
+    /// are fenced; a new pipe stands by), it leads but could not follow its leader because
     /// versions are opaque (a new pipe lists again, as leader), or shutdown interrupted it.
     pub async fn standing(
         &mut self,
         standing: Standing,
         out: &mpsc::Sender<AcceptedChunk>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Result<bool, DedupError> {
         let Some(replica) = &mut self.replica else {
-            return true;
+            return Ok(true);
         };
         if replica.is_leading() {
-            return standing.leading;
+            return Ok(standing.leading);
         }
         self.covered = replica.leader_watermark(standing.watermark);
         let opaque = replica.is_opaque();
-        self.commit_covered();
+        self.commit_covered()?;
         if !standing.leading {
-            return true;
+            return Ok(true);
         }
         if opaque {
             info!("became the leader with opaque resourceVersions: listing again");
-            return false;
+            return Ok(false);
         }
+        Ok(self.take_over(standing, out, shutdown).await)
+    }
+
+    /// Leads from now on: delivers what the previous leader's watermark does not cover.
+    async fn take_over(
+        &mut self,
+        standing: Standing,
+        out: &mpsc::Sender<AcceptedChunk>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let Some(replica) = &mut self.replica else {
             return true;
         };
@@ -475,75 +396,53 @@ impl DedupStage {
         self.replica.as_ref().is_none_or(Replica::is_leading)
     }
 
-    /// Records the latest version of the record's object, returning the one before it. The
-    /// copy kept is detached from the buffer the record came in: it stays for an hour, the
-    /// rest of its list page must not.
-    fn remember(&mut self, record: &EventRecord) -> Option<RawJson> {
-        let priors = self.priors.as_mut()?;
-        priors.put(
-            (record.namespace().to_string(), record.name().to_string()),
-            record.raw.detached(),
-        )
-    }
-
     /// Marks the pipe ready once everything of the first complete list is delivered.
-    pub fn check_ready(&mut self, health: &SourceHealth) {
-        if let Some(at) = self.ready_at
-            && self.acked_events >= at
-        {
-            self.ready_at = None;
-            health.set_ready();
-            if self.is_leading() {
-                info!(
-                    delivered = self.acked_events,
-                    "initial list delivered; ready"
-                );
-            } else {
-                // A standby is ready once it follows the stream: a rolling update may then
-                // take its leader down.
-                info!(
-                    held = self.replica.as_ref().map_or(0, Replica::held),
-                    "initial list read; following the stream as a standby; ready"
-                );
-            }
+    pub fn check_ready(&mut self) {
+        let delivered = self.ledger.delivered();
+        if self.readiness.at.is_none_or(|at| delivered < at) {
+            return;
+        }
+        self.readiness.at = None;
+        self.readiness.health.set_ready();
+        if self.is_leading() {
+            info!(delivered, "initial list delivered; ready");
+        } else {
+            // A standby is ready once it follows the stream: a rolling update may then take
+            // its leader down.
+            info!(
+                held = self.replica.as_ref().map_or(0, Replica::held),
+                "initial list read; following the stream as a standby; ready"
+            );
         }
     }
 
     /// Counts one sink's ack; commits the batch when it was the last sink to have it.
-    pub fn ack(&mut self, ack: BatchAck) {
-        let seq = ack.batch.seq;
-        let count = self.acks.entry(seq).or_insert(0);
-        *count += 1;
-        if *count < self.sinks {
-            return;
-        }
-        self.acks.remove(&seq);
-        let batch = ack.batch;
-        self.acked_events += batch.events as u64;
+    pub fn ack(&mut self, ack: BatchAck) -> Result<(), DedupError> {
+        let Some(batch) = self.ledger.ack(ack) else {
+            return Ok(());
+        };
         self.tally.delivered += batch.events as u64;
-        self.commit(&batch.keys, Some(seq));
-        for key in &batch.keys {
-            self.in_flight.remove(key);
-        }
+        self.commit(&batch.keys, Some(batch.seq))?;
         if let Some(replica) = &mut self.replica {
             for key in &batch.keys {
                 replica.committed(key);
             }
         }
+        Ok(())
     }
 
     /// The sync timer: rotate if due, then msync the dirty generations on a blocking thread,
     /// so the checks never wait for the disk. One flush at a time; a tick that finds the last
     /// one still running leaves the generations dirty for the next.
     pub fn sync(&mut self) {
-        if let Err(e) = self.ring.rotate_if_due() {
+        if let Err(e) = self.checker.ring_mut().rotate_if_due() {
             error!(error = %e, "filter rotation failed; keeping the current generation");
         }
         self.observe_ring();
         if self.flushing.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let flushes = self.ring.take_flushes();
+        let flushes = self.checker.ring_mut().take_flushes();
         if flushes.is_empty() {
             return;
         }
@@ -560,27 +459,14 @@ impl DedupStage {
     /// counts the bits of every generation (a few MiB), too much for every hand-off and cheap
     /// every few seconds.
     pub fn observe_ring(&mut self) {
-        let generations = self.ring.generations();
-        self.meters.generations.set(generations.len() as f64);
-        for (slot, (fill_gauge, fp_gauge)) in self
-            .meters
-            .fill_ratio
-            .iter()
-            .zip(&self.meters.estimated_fp_rate)
-            .enumerate()
-        {
-            let generation = generations
-                .len()
-                .checked_sub(slot + 1)
-                .map(|i| &generations[i]);
-            fill_gauge.set(generation.map_or(0.0, |g| g.fill_ratio));
-            fp_gauge.set(generation.map_or(0.0, |g| g.estimated_fp_rate));
-        }
-        self.meters.acks_pending.set(self.in_flight.len() as f64);
+        self.meters.observe_ring(
+            &self.checker.generations(),
+            self.checker.in_flight(),
+            self.checker.quarantined_total(),
+        );
         if let Some(replica) = &mut self.replica {
             replica.observe();
         }
-        self.meters.corrupt.absolute(self.ring.quarantined_total());
     }
 
     /// The last flush, on the way out: waits for a running one, then syncs what is left.
@@ -588,7 +474,7 @@ impl DedupStage {
         if let Some(running) = self.flushing.take() {
             let _ = running.await;
         }
-        self.ring.flush()
+        self.checker.ring_mut().flush()
     }
 }
 
@@ -603,16 +489,6 @@ mod tests {
     use super::*;
     use crate::dedup::RingConfig;
     use crate::flow::Batch;
-    use std::sync::Arc;
-
-    #[test]
-    fn in_flight_keys_hash_by_their_low_bits() {
-        let mut set = KeySet::default();
-        let a = OccurrenceKey::new("ns", "a", 1);
-        set.insert(a);
-        assert!(set.contains(&a));
-        assert!(!set.contains(&OccurrenceKey::new("ns", "a", 2)));
-    }
 
     fn batch(seq: u64, key: OccurrenceKey) -> Arc<Batch> {
         Arc::new(Batch {
@@ -652,37 +528,26 @@ mod tests {
                 replica: None,
                 chunk: 256,
             },
+            Arc::default(),
         );
-        stage.in_flight.extend([a, b]);
-        let in_ring = |stage: &DedupStage, key| {
-            let mut out = Vec::new();
-            stage.ring.contains_many(&[key], &mut out);
-            out[0]
-        };
+        assert!(stage.checker.admit(a, false) && stage.checker.admit(b, false));
+        let in_ring = |stage: &DedupStage, key| stage.checker.contains(key);
         let (first, second) = (batch(0, a), batch(1, b));
         // stdout has both batches, S3 only the first.
-        stage.ack(BatchAck {
-            sink: 0,
-            batch: first.clone(),
-        });
-        stage.ack(BatchAck {
-            sink: 0,
-            batch: second.clone(),
-        });
+        let ack = |sink, batch: &Arc<Batch>| BatchAck {
+            sink,
+            batch: batch.clone(),
+        };
+        stage.ack(ack(0, &first)).unwrap();
+        stage.ack(ack(0, &second)).unwrap();
         assert!(!in_ring(&stage, a), "committed with one sink of two");
-        assert_eq!(stage.acked_events, 0);
-        stage.ack(BatchAck {
-            sink: 1,
-            batch: first,
-        });
+        assert_eq!(stage.ledger.delivered(), 0);
+        stage.ack(ack(1, &first)).unwrap();
         assert!(in_ring(&stage, a) && !in_ring(&stage, b));
-        assert!(!stage.in_flight.contains(&a) && stage.in_flight.contains(&b));
-        assert_eq!((stage.acked_events, stage.tally.committed), (1, 1));
-        stage.ack(BatchAck {
-            sink: 1,
-            batch: second,
-        });
+        assert!(!stage.checker.is_in_flight(&a) && stage.checker.is_in_flight(&b));
+        assert_eq!((stage.ledger.delivered(), stage.tally.committed), (1, 1));
+        stage.ack(ack(1, &second)).unwrap();
         assert!(in_ring(&stage, b));
-        assert!(stage.acks.is_empty() && stage.in_flight.is_empty());
+        assert!(stage.ledger.partial() == 0 && stage.in_flight() == 0);
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod json;
 pub mod object;
+pub mod priors;
 pub mod proto;
