@@ -60,6 +60,8 @@ fn watcher(
     let client =
         Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
     let scope = Scope(None);
+    let restarts = Restarts::new();
+    let retry = Retry::new(&scope, restarts.error.clone());
     Watcher {
         index,
         progress: progress.then_some(None),
@@ -74,8 +76,8 @@ fn watcher(
         watching: true,
         streaming: true,
         config: KubeConfig::default(),
-        retry: Retry::new(),
-        restarts: Restarts::new(),
+        retry,
+        restarts,
     }
 }
 
