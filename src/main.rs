@@ -83,18 +83,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 /// The error and its causes on one line. Library errors already name their cause in their
 /// message, so a cause whose text is already there is not repeated.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    kube_event_pipe::errors::error_chain(e.as_ref())
 }
 
 fn run(config: config::Config) -> anyhow::Result<pipeline::Report> {

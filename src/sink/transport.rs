@@ -279,7 +279,7 @@ impl Endpoint {
                     "{}: POST {} failed: {}",
                     self.sink,
                     redacted_url(&self.url),
-                    error_chain(&e)
+                    crate::errors::error_chain(&e)
                 ),
             )
         })
@@ -325,20 +325,6 @@ fn describe(sink: &str, url: &reqwest::Url, status: StatusCode, body: &[u8]) -> 
 /// The URL without credentials or query, for logs.
 fn redacted_url(url: &reqwest::Url) -> String {
     crate::config::redact("url", url.as_str())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date (RFC 9110 §10.2.3).

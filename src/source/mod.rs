@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use crate::errors::error_chain;
+
 /// The source's state as the operations surface reports it (`/readyz`, `/healthz`).
 #[derive(Debug, Default)]
 pub struct SourceHealth {
@@ -64,15 +66,32 @@ pub enum SourceError {
         source: std::io::Error,
     },
     #[error("cannot start the replay reader thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
     #[error(
-        "cannot load a Kubernetes client configuration: {0}; pass --kubeconfig FILE (and --context NAME), set KUBECONFIG, or run in a pod with a service account"
+        "cannot load a Kubernetes client configuration: {}; pass --kubeconfig FILE (and --context NAME), set KUBECONFIG, or run in a pod with a service account",
+        error_chain(.0)
     )]
-    KubeConfig(String),
+    KubeConfig(#[source] kube::ConfigError),
+    /// The request itself could not be formed: nothing to do with the client configuration.
     #[error(
-        "cannot reach the Kubernetes API server at {url}: {reason}; check the kubeconfig's server address (or --context) and the network path to it"
+        "cannot build the request to {verb} events {scope}: {}; check the --namespace names, --field-selector and --label-selector",
+        error_chain(.source)
     )]
-    Unreachable { url: String, reason: String },
+    Request {
+        verb: &'static str,
+        scope: String,
+        #[source]
+        source: ::kube::core::request::Error,
+    },
+    #[error(
+        "cannot reach the Kubernetes API server at {url}: {}; check the kubeconfig's server address (or --context) and the network path to it",
+        error_chain(.source)
+    )]
+    Unreachable {
+        url: String,
+        #[source]
+        source: ::kube::Error,
+    },
     #[error(
         "the Kubernetes API server did not accept the credentials (401 Unauthorized: {0}); check the kubeconfig's user, or the pod's service account token"
     )]

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::SourceError;
 use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
 use crate::config::ReplayInput;
-use crate::event::{Change, EventRecord, SharedText};
+use crate::event::{Change, EventError, EventRecord, SharedText};
 use crate::flow::{HANDOFF_RECORDS, SourceBatch, SourceMsg};
 
 /// Counters a caller can read while the replay runs.
@@ -261,39 +261,67 @@ impl std::fmt::Display for SerdeReason<'_> {
     }
 }
 
+/// Why a value of the input, or one record in it, cannot be used: logged with its line number.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("expected a JSON object: a watch envelope, an Event or an EventList")]
+    NotAnObject,
+    #[error(
+        "the object has the member {0:?} more than once; each member name may appear once in a JSON object"
+    )]
+    RepeatedMember(String),
+    /// An object, but a member of the wrong type.
+    #[error("not a watch envelope, an Event or an EventList: {}", without_position(.0))]
+    Shape(#[source] serde_json::Error),
+    /// The watch's own error (the Status object, on one line).
+    #[error("watch ERROR envelope: {}", one_line(.0))]
+    WatchError(String),
+    #[error("unknown watch event type {0:?}")]
+    UnknownType(String),
+    #[error("{0} envelope has no object")]
+    NoObject(String),
+    #[error(transparent)]
+    Event(EventError),
+}
+
+/// A serde message without its " at line L column C", which is relative to the chunk.
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.rfind(" at line ")
+        .map_or(text.as_str(), |i| &text[..i])
+        .to_string()
+}
+
+/// Why a value that parses as JSON is none of the shapes replay reads.
+fn shape_error(value: &RawValue, e: serde_json::Error) -> Malformed {
+    if !value.get().starts_with('{') {
+        return Malformed::NotAnObject;
+    }
+    // An object, but not one of those shapes. serde names a repeated member as
+    // "duplicate field `type`"; anything else is a member of the wrong type.
+    let text = without_position(&e);
+    match text
+        .strip_prefix("duplicate field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        Some(member) => Malformed::RepeatedMember(member.to_string()),
+        None => Malformed::Shape(e),
+    }
+}
+
 /// What one top-level value holds: records (each possibly bad), or a reason it holds none.
 /// `src` is the text the value was read from, which the records share.
 fn classify(
     value: &RawValue,
     src: Option<&SharedText>,
-) -> Result<Vec<Result<EventRecord, String>>, String> {
-    let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|e| {
-        if !value.get().starts_with('{') {
-            return "expected a JSON object: a watch envelope, an Event or an EventList"
-                .to_string();
-        }
-        // An object, but not one of those shapes. serde names a repeated member as
-        // "duplicate field `type`"; anything else is a member of the wrong type.
-        let text = e.to_string();
-        let text = text.rfind(" at line ").map_or(text.as_str(), |i| &text[..i]);
-        match text
-            .strip_prefix("duplicate field `")
-            .and_then(|r| r.strip_suffix('`'))
-        {
-            Some(member) => format!(
-                "the object has the member {member:?} more than once; each member name may appear once in a JSON object"
-            ),
-            None => format!(
-                "not a watch envelope, an Event or an EventList: {text}"
-            ),
-        }
-    })?;
+) -> Result<Vec<Result<EventRecord, Malformed>>, Malformed> {
+    let top: TopLevel<'_> = serde_json::from_str(value.get()).map_err(|e| shape_error(value, e))?;
     let record = |change, raw: &RawValue| {
         match src {
             Some(src) => EventRecord::from_json_in(change, src, raw.get()),
             None => EventRecord::from_raw(change, raw),
         }
-        .map_err(|e| e.to_string())
+        .map_err(Malformed::Event)
     };
     // Every Event has a `type` too (Normal, Warning): a value is an envelope when it carries an
     // object, or a watch type and no metadata of its own.
@@ -309,13 +337,13 @@ fn classify(
             "BOOKMARK" => return Ok(Vec::new()),
             "ERROR" => {
                 let status = top.object.map_or("", |o| o.get());
-                return Err(format!("watch ERROR envelope: {}", one_line(status)));
+                return Err(Malformed::WatchError(status.to_string()));
             }
-            other => return Err(format!("unknown watch event type {other:?}")),
+            other => return Err(Malformed::UnknownType(other.to_string())),
         };
         return match top.object {
             Some(object) => Ok(vec![record(change, object)]),
-            None => Err(format!("{kind} envelope has no object")),
+            None => Err(Malformed::NoObject(kind.to_string())),
         };
     }
     if let Some(items) = top.items {

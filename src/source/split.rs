@@ -22,6 +22,9 @@ pub struct Chunk {
 /// a huge input must not take the process's memory with it.
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
 
+/// The bytes that open a value (and, in column 0, start a new one).
+const OPENERS: [u8; 2] = [b'{', b'['];
+
 #[derive(Default)]
 pub struct Splitter {
     buf: Vec<u8>,
@@ -46,7 +49,7 @@ impl Splitter {
     pub fn push_line(&mut self, line: &[u8], out: &mut Vec<Chunk>) {
         let line_no = self.next_line;
         self.next_line += 1;
-        let starts_value = matches!(line.first(), Some(b'{' | b'['));
+        let starts_value = line.first().is_some_and(|b| OPENERS.contains(b));
         if self.discarding {
             if !starts_value {
                 return;

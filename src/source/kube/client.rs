@@ -2,14 +2,15 @@
 //! source, enrichment and the Lease share, the startup probe, and the messages an operator needs
 //! when the cluster cannot be reached or refuses the identity.
 
-use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use kube::Client;
 use kube::client::Body;
+use kube::config::{InferConfigError, KubeConfigOptions, KubeconfigError};
 use kube::core::params::ListParams;
 use kube::core::{Request, Status};
-use kube::{Client, config::KubeConfigOptions};
 
 use super::Scope;
 use crate::config::KubeConfig;
@@ -41,43 +42,62 @@ pub struct Cluster {
     pub url: Arc<str>,
 }
 
+/// Why no client configuration could be loaded: the cause of [`SourceError::KubeConfig`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error("the kubeconfig path is empty")]
+    EmptyPath,
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    #[error(transparent)]
+    Infer(#[from] InferConfigError),
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
+impl From<ConfigError> for SourceError {
+    fn from(e: ConfigError) -> Self {
+        SourceError::KubeConfig(e)
+    }
+}
+
 /// The client from `--kubeconfig`/`--context`, KUBECONFIG, ~/.kube/config or the pod's
 /// service account, in that order. Fails when the kubeconfig is unusable.
 pub async fn connect(config: &KubeConfig) -> Result<Cluster, SourceError> {
     let kube_config = load_config(config).await?;
     let url: Arc<str> = kube_config.cluster_url.to_string().into();
-    let client =
-        Client::try_from(kube_config).map_err(|e| SourceError::KubeConfig(e.to_string()))?;
+    let client = Client::try_from(kube_config).map_err(ConfigError::from)?;
     Ok(Cluster { client, url })
 }
 
-async fn load_config(config: &KubeConfig) -> Result<kube::Config, SourceError> {
+async fn load_config(config: &KubeConfig) -> Result<kube::Config, ConfigError> {
     let options = KubeConfigOptions {
         context: config.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let fail = |e: &dyn fmt::Display| SourceError::KubeConfig(e.to_string());
     match (&config.kubeconfig, &config.context) {
         (Some(paths), _) => {
             // KUBECONFIG may list several files, merged in order, as kubectl does.
             let mut merged: Option<kube::config::Kubeconfig> = None;
             for path in std::env::split_paths(paths.as_os_str()) {
                 let one = kube::config::Kubeconfig::read_from(&path)
-                    .map_err(|e| fail(&format!("{}: {e}", path.display())))?;
+                    .map_err(|source| ConfigError::File { path, source })?;
                 merged = Some(match merged {
-                    Some(m) => m.merge(one).map_err(|e| fail(&e))?,
+                    Some(m) => m.merge(one)?,
                     None => one,
                 });
             }
-            let merged = merged.ok_or_else(|| fail(&"the kubeconfig path is empty"))?;
-            kube::Config::from_custom_kubeconfig(merged, &options)
-                .await
-                .map_err(|e| fail(&e))
+            let merged = merged.ok_or(ConfigError::EmptyPath)?;
+            Ok(kube::Config::from_custom_kubeconfig(merged, &options).await?)
         }
-        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| fail(&e)),
-        (None, None) => kube::Config::infer().await.map_err(|e| fail(&e)),
+        (None, Some(_)) => Ok(kube::Config::from_kubeconfig(&options).await?),
+        (None, None) => Ok(kube::Config::infer().await?),
     }
 }
 
@@ -95,9 +115,14 @@ pub(super) async fn probe(
         label_selector: config.label_selector.clone(),
         ..ListParams::default()
     };
-    let request = Request::new(scope.path())
-        .list(&params)
-        .map_err(|e| SourceError::KubeConfig(e.to_string()))?;
+    let request =
+        Request::new(scope.path())
+            .list(&params)
+            .map_err(|source| SourceError::Request {
+                verb: "list",
+                scope: scope.to_string(),
+                source,
+            })?;
     match request_bytes(client, request).await {
         Ok(_) => Ok(()),
         Err(e) => Err(startup_error(e, "list", scope, url)),
@@ -159,25 +184,9 @@ pub(super) fn startup_error(
             code: status.code,
             message: status.message.clone(),
         },
-        other => SourceError::Unreachable {
+        source => SourceError::Unreachable {
             url: url.to_string(),
-            reason: error_chain(&other),
+            source,
         },
     }
-}
-
-/// An error and its causes on one line: hyper's errors keep the useful part ("Connection
-/// refused") two causes deep.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }

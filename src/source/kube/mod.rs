@@ -40,7 +40,7 @@ use crate::event::{EventError, EventRecord};
 use crate::flow::{HANDOFF_RECORDS, SourceMsg};
 
 use client::probe;
-pub use client::{Cluster, cluster_uid, connect};
+pub use client::{Cluster, ConfigError, cluster_uid, connect};
 use list::Pages;
 use retry::{Restarts, Retry};
 use watch::Response;
@@ -80,6 +80,8 @@ pub async fn start(
     );
     let lists_pending = Arc::new(AtomicUsize::new(scopes.len()));
     for (index, scope) in scopes.into_iter().enumerate() {
+        let restarts = Restarts::new();
+        let retry = Retry::new(&scope, restarts.error.clone());
         let watcher = Watcher {
             index,
             progress: progress.then_some(None),
@@ -94,8 +96,8 @@ pub async fn start(
             watching: false,
             streaming: config.initial_list != InitialList::Paginate,
             config: config.clone(),
-            retry: Retry::new(),
-            restarts: Restarts::new(),
+            retry,
+            restarts,
         };
         tokio::spawn(watcher.run());
     }
@@ -284,19 +286,28 @@ impl Watcher {
     }
 
     /// Every failure of a list or watch request leads to a retry, after the backoff the caller
-    /// goes to: counted as a restart.
+    /// goes to: counted as a restart (by the outage log).
     fn note_failure(&mut self, kind: &str, detail: &dyn fmt::Display) {
-        self.restarts.error.increment(1);
         self.health.set_retrying(true);
-        self.retry.failed(&self.scope, kind, detail);
+        self.retry.failed(kind, detail);
     }
 
     fn recovered(&mut self) {
         if self.retry.is_failing() {
-            self.retry.succeeded(&self.scope);
+            self.retry.succeeded();
         }
         self.health.set_retrying(false);
         self.health.progress();
+    }
+
+    /// A list or watch request of this scope that cannot be formed: a bad namespace name or
+    /// selector, not a client configuration to fix.
+    fn request_error(&self, verb: &'static str, source: kube::core::request::Error) -> SourceError {
+        SourceError::Request {
+            verb,
+            scope: self.scope.to_string(),
+            source,
+        }
     }
 
     /// Tells the pipeline the source cannot go on.

@@ -60,6 +60,8 @@ fn watcher(
     let client =
         Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
     let scope = Scope(None);
+    let restarts = Restarts::new();
+    let retry = Retry::new(&scope, restarts.error.clone());
     Watcher {
         index,
         progress: progress.then_some(None),
@@ -74,8 +76,8 @@ fn watcher(
         watching: true,
         streaming: true,
         config: KubeConfig::default(),
-        retry: Retry::new(),
-        restarts: Restarts::new(),
+        retry,
+        restarts,
     }
 }
 
@@ -265,4 +267,23 @@ async fn without_progress_reports_only_records_and_the_initial_list_are_sent() {
         told(&mut rx),
         ["records 7", "initial list sent", "records 10"]
     );
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_its_own_failure_not_a_kubeconfig_one() {
+    let (tx, mut rx) = mpsc::channel(8);
+    let pending = Arc::new(AtomicUsize::new(1));
+    let mut w = watcher(0, false, &pending, &tx);
+    // A space cannot be in a URI: the request fails before anything is sent.
+    w.scope = Scope(Some("a b".into()));
+    w.path = w.scope.path();
+    let state = w.step(State::ListingPage(Pages::new())).await;
+    assert!(matches!(state, State::Stopped));
+    let told = told(&mut rx);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].starts_with("failed: cannot build the request to list events in namespace a b: "),
+        "{told:?}"
+    );
+    assert!(!told[0].contains("--kubeconfig"), "{told:?}");
 }

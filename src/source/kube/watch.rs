@@ -11,10 +11,11 @@ use kube::core::params::WatchParams;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::client::{error_chain, request_body, startup_error};
+use super::client::{request_body, startup_error};
 use super::reader::{InitialEvents, ReadEnd, WatchReader};
 use super::{State, Watcher};
 use crate::config::InitialList;
+use crate::errors::error_chain;
 use crate::flow::{HANDOFF_RECORDS, SourceMsg};
 use crate::source::SourceError;
 
@@ -70,7 +71,7 @@ impl Watcher {
         };
         let request = match Request::new(&self.path).watch(&params, &version) {
             Ok(r) => r,
-            Err(e) => return self.fail(SourceError::KubeConfig(e.to_string())).await,
+            Err(source) => return self.fail(self.request_error("watch", source)).await,
         };
         let started = Instant::now();
         let body = match request_body(&self.client, request).await {
@@ -195,7 +196,7 @@ impl Watcher {
             mut reader,
             version,
             streaming,
-            mut empty_watches,
+            empty_watches,
             started,
             ..
         } = response;
@@ -203,30 +204,7 @@ impl Watcher {
         // resumes where it stopped.
         let version = reader.version.take().unwrap_or(version);
         if streaming && reader.initial != InitialEvents::Ended {
-            // The state was not read to its end: it must be read again, whole.
-            return match end {
-                ReadEnd::PlainWatch => self.no_streaming(
-                    "it answered a streaming list with a plain watch (a bookmark came before the end of the initial events)".into(),
-                ).await,
-                ReadEnd::Closed => self.no_streaming(
-                    "the watch ended without the bookmark that ends the initial events".into(),
-                ).await,
-                ReadEnd::Gone => {
-                    self.restarts.relist.increment(1);
-                    State::after_backoff(State::Relisting)
-                }
-                ReadEnd::Error(status) => {
-                    self.note_failure(
-                        "the streaming list reported an error",
-                        &format!("{} ({})", status.message, status.code),
-                    );
-                    State::after_backoff(State::Relisting)
-                }
-                ReadEnd::Broken(reason) => {
-                    self.note_failure("the streaming list connection broke", &reason);
-                    State::after_backoff(State::Relisting)
-                }
-            };
+            return self.stream_cut_short(end).await;
         }
         match end {
             ReadEnd::Gone => {
@@ -257,23 +235,7 @@ impl Watcher {
                 empty_watches,
             },
             ReadEnd::Closed if reader.received == 0 && started.elapsed() < EMPTY_WATCH => {
-                // An empty watch closed at once: either a blip, or the API server telling us,
-                // without a 410, that it no longer has this resourceVersion.
-                empty_watches += 1;
-                self.note_failure(
-                    "watches end at once with nothing in them",
-                    &format!("resourceVersion {version} is probably too old"),
-                );
-                if empty_watches >= EMPTY_WATCHES_BEFORE_RELIST {
-                    info!(scope = %self.scope, resource_version = %version, "watch keeps ending empty; listing again");
-                    self.restarts.relist.increment(1);
-                    State::after_backoff(State::Relisting)
-                } else {
-                    State::after_backoff(State::Watching {
-                        version,
-                        empty_watches,
-                    })
-                }
+                self.empty_watch(version, empty_watches + 1)
             }
             ReadEnd::Closed => {
                 // The API server answered and ended the watch on time: alive, even if quiet.
@@ -284,6 +246,53 @@ impl Watcher {
                     empty_watches: 0,
                 }
             }
+        }
+    }
+
+    /// A streaming list ended before the end of its initial events: the state was not read to
+    /// its end and must be read again, whole.
+    async fn stream_cut_short(&mut self, end: ReadEnd) -> State {
+        match end {
+            ReadEnd::PlainWatch => self.no_streaming(
+                "it answered a streaming list with a plain watch (a bookmark came before the end of the initial events)".into(),
+            ).await,
+            ReadEnd::Closed => self.no_streaming(
+                "the watch ended without the bookmark that ends the initial events".into(),
+            ).await,
+            ReadEnd::Gone => {
+                self.restarts.relist.increment(1);
+                State::after_backoff(State::Relisting)
+            }
+            ReadEnd::Error(status) => {
+                self.note_failure(
+                    "the streaming list reported an error",
+                    &format!("{} ({})", status.message, status.code),
+                );
+                State::after_backoff(State::Relisting)
+            }
+            ReadEnd::Broken(reason) => {
+                self.note_failure("the streaming list connection broke", &reason);
+                State::after_backoff(State::Relisting)
+            }
+        }
+    }
+
+    /// An empty watch closed at once, the `empty_watches`th in a row: either a blip, or the API
+    /// server telling us, without a 410, that it no longer has this resourceVersion.
+    fn empty_watch(&mut self, version: String, empty_watches: u32) -> State {
+        self.note_failure(
+            "watches end at once with nothing in them",
+            &format!("resourceVersion {version} is probably too old"),
+        );
+        if empty_watches >= EMPTY_WATCHES_BEFORE_RELIST {
+            info!(scope = %self.scope, resource_version = %version, "watch keeps ending empty; listing again");
+            self.restarts.relist.increment(1);
+            State::after_backoff(State::Relisting)
+        } else {
+            State::after_backoff(State::Watching {
+                version,
+                empty_watches,
+            })
         }
     }
 

@@ -172,7 +172,7 @@ fn an_object_with_a_repeated_member_is_reported_as_such() {
 fn classify_reason(text: &str) -> String {
     let value: &RawValue = serde_json::from_str(text).unwrap();
     match classify(value, None) {
-        Err(reason) => reason,
+        Err(reason) => reason.to_string(),
         Ok(_) => panic!("{text} was accepted"),
     }
 }
