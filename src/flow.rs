@@ -1,14 +1,17 @@
 //! The messages that pass between stages, in the order the data flows: a source hands
-//! `SourceMsg`s to the dedup stage, which hands `Accepted` events in chunks (through
-//! enrichment) to the batcher, which hands `Batch`es to every sink, which hand `BatchAck`s back to the dedup stage.
+//! `SourceBatch`es (inside its `source::SourceMsg`s) to the dedup stage, which hands `Accepted`
+//! events in chunks (through enrichment) to the batcher, which hands `Batch`es to every sink,
+//! which hand `BatchAck`s back to the dedup stage; the elector and the dedup stage exchange
+//! `Standing` and `Published`.
 //!
-//! They live here, not in the stage that makes them, so that no stage imports a later one.
+//! They live here, not in the stage that makes them, so that no stage imports a later one; this
+//! module imports no stage. (`SourceMsg` lives with the sources: it carries their error, and
+//! only the later stages read it.)
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::event::{EventRecord, OccurrenceKey, RawJson};
-use crate::source::SourceError;
 
 /// Records handed from a source to the pipeline in one channel message.
 pub type SourceBatch = Vec<EventRecord>;
@@ -18,27 +21,6 @@ pub type SourceBatch = Vec<EventRecord>;
 /// events in one [`AcceptedChunk`], so the chunk the dedup stage is filling stays within the one
 /// hand-off the in-flight bound already counts.
 pub const HANDOFF_RECORDS: usize = 256;
-
-/// What a source tells the pipeline, in order.
-#[derive(Debug)]
-pub enum SourceMsg {
-    Records(SourceBatch),
-    /// Every record of the first complete list has been sent; once they are delivered the
-    /// pipe is ready.
-    InitialListSent,
-    /// The source cannot go on; the pipeline delivers what it has and stops with this error.
-    Failed(SourceError),
-    /// Scope `scope` (one list/watch, in the order of `--namespace`) has handed over every event
-    /// it will ever hand over with a resourceVersion at or below `version`: sent after a watch
-    /// read's records (a watch delivers in resourceVersion order) and after a list's last page
-    /// (a list is a snapshot at its version), never inside a streaming list's unordered initial
-    /// events. `None`: the server's resourceVersions are not numbers. Only with `--leader-elect`,
-    /// whose watermark is built from these.
-    Through {
-        scope: usize,
-        version: Option<u64>,
-    },
-}
 
 /// An event accepted by the dedup stage, with the prior version of its object when the output
 /// format wants one.

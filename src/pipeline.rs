@@ -4,31 +4,10 @@
 //! `dedup::drive`); this module opens them, connects their queues, and returns the report. It
 //! never names a particular sink.
 //!
-//! Queues, their bounds and what happens when one is full:
-//! - source → dedup: `SOURCE_QUEUE` hand-offs of up to 256 records. Full: the source blocks
-//!   (the replay reader stops reading; a watch stops pulling from the API server).
-//! - dedup → batcher: at most `batch_size` records, in chunks of up to 256 (one per source
-//!   hand-off, so the batcher wakes once per read rather than once per event). Full: the dedup
-//!   stage waits, so the source queue fills.
-//! - with `--enrich`, dedup → enrichment → batcher: at most `batch_size` records, then at most
-//!   `enrich_concurrency` being looked up, then `batch_size` more. Full: as above.
-//! - batcher → each sink: `sink::SINK_QUEUE` (4) batches per sink, shared between sinks as
-//!   `Arc<Batch>`. Full: the batcher waits on that sink, so a healthy sink runs at most four
-//!   batches ahead of a failing one (stdout keeps flowing while S3 is down until then), then
-//!   the whole pipe pauses. Nothing accepted is dropped.
-//! - sinks → dedup (acks): unbounded, but never longer than the batches in flight.
-//!
-//! Hence at most `SINK_QUEUE + 7` batches of events await their last ack: in the dedup → batcher
-//! queue, in the open batch, the batch the batcher is handing over, the slowest sink's queue,
-//! and what that sink holds (one batch being written, or up to four written and awaiting a
-//! group fdatasync in the file sink). Acks are applied between source hand-offs, so
-//! accepted-but-uncommitted events stay within `(SINK_QUEUE + 7) × batch_size` + one hand-off
-//! (256), 5,756 at the defaults: the bound on duplicates after a crash. Memory: each sink
-//! queue holds up to `SINK_QUEUE` batches of at most `batch_max_bytes` encoded bytes (plus the
-//! protobuf records when S3 writes protobuf), shared, so about `(SINK_QUEUE + 2) ×
-//! min(batch_size × event size, batch_max_bytes)` in all: about 3 MB at the defaults with 1 KiB
-//! events, at most 48 MiB however large the events. Enrichment adds its queue and the events
-//! it holds (`batch_size` + `enrich_concurrency`) to the duplicate bound.
+//! Every queue is bounded, so a slow sink's backpressure reaches the source and nothing accepted
+//! is dropped; the bounds, what happens when each is full, and the duplicate bound after a crash
+//! that follows from them (`(SINK_QUEUE + 7) × batch_size` + one hand-off) are in
+//! docs/architecture.md ("Queues and what happens when they are full").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,11 +26,11 @@ use crate::dedup::{DedupError, Ring, RingConfig};
 use crate::encode::json::LineEncoder;
 use crate::encode::proto::ProtoEncoder;
 use crate::enrich::Enricher;
-use crate::flow::{AcceptedChunk, Batch, BatchAck, HANDOFF_RECORDS, SourceMsg};
+use crate::flow::{AcceptedChunk, Batch, BatchAck, HANDOFF_RECORDS};
 use crate::ha::{Fence, Link};
 use crate::health::Health;
 use crate::sink::{self, SinkContext, SinkEnd, SinkError, SinkHealth, Worker};
-use crate::source::{self, SourceError, SourceHealth, replay::ReplayStats};
+use crate::source::{self, SourceError, SourceHealth, SourceMsg, replay::ReplayStats};
 
 pub use crate::dedup::{EndReason, Tally};
 

@@ -12,8 +12,8 @@ use tracing::{error, info, warn};
 
 use super::DedupError;
 use super::stage::{DedupStage, Tally};
-use crate::flow::{AcceptedChunk, BatchAck, Published, SourceMsg, Standing};
-use crate::source::SourceError;
+use crate::flow::{AcceptedChunk, BatchAck, Published, Standing};
+use crate::source::{SourceError, SourceMsg};
 
 /// Why the pipe stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

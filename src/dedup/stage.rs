@@ -324,7 +324,7 @@ impl DedupStage {
         }
     }
 
-    /// A scope's progress report (see [`crate::flow::SourceMsg::Through`]).
+    /// A scope's progress report (see [`crate::source::SourceMsg::Through`]).
     pub fn through(&mut self, scope: usize, version: Option<u64>) {
         if let Some(replica) = &mut self.replica
             && replica.through(scope, version)

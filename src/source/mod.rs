@@ -1,5 +1,5 @@
 //! Where events come from. Every source feeds one bounded channel of
-//! [`SourceMsg`](crate::flow::SourceMsg)s.
+//! [`SourceMsg`]s.
 
 pub mod kube;
 pub mod replay;
@@ -12,8 +12,30 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::errors::error_chain;
+use crate::flow::SourceBatch;
 
 /// The source's state as the operations surface reports it (`/readyz`, `/healthz`).
+/// What a source tells the pipeline, in order.
+#[derive(Debug)]
+pub enum SourceMsg {
+    Records(SourceBatch),
+    /// Every record of the first complete list has been sent; once they are delivered the
+    /// pipe is ready.
+    InitialListSent,
+    /// The source cannot go on; the pipeline delivers what it has and stops with this error.
+    Failed(SourceError),
+    /// Scope `scope` (one list/watch, in the order of `--namespace`) has handed over every event
+    /// it will ever hand over with a resourceVersion at or below `version`: sent after a watch
+    /// read's records (a watch delivers in resourceVersion order) and after a list's last page
+    /// (a list is a snapshot at its version), never inside a streaming list's unordered initial
+    /// events. `None`: the server's resourceVersions are not numbers. Only with `--leader-elect`,
+    /// whose watermark is built from these.
+    Through {
+        scope: usize,
+        version: Option<u64>,
+    },
+}
+
 #[derive(Debug, Default)]
 pub struct SourceHealth {
     /// Set by the pipeline when everything of the first complete list is delivered.

@@ -16,7 +16,8 @@ use super::SourceError;
 use super::split::{Chunk, MAX_VALUE_BYTES, Splitter};
 use crate::config::ReplayInput;
 use crate::event::{Change, EventError, EventRecord, SharedText};
-use crate::flow::{HANDOFF_RECORDS, SourceBatch, SourceMsg};
+use crate::flow::{HANDOFF_RECORDS, SourceBatch};
+use crate::source::SourceMsg;
 
 /// Counters a caller can read while the replay runs.
 #[derive(Debug, Default)]

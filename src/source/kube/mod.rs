@@ -37,7 +37,8 @@ use tracing::{info, warn};
 use super::{SourceError, SourceHealth};
 use crate::config::{InitialList, KubeConfig};
 use crate::event::{EventError, EventRecord};
-use crate::flow::{HANDOFF_RECORDS, SourceMsg};
+use crate::flow::HANDOFF_RECORDS;
+use crate::source::SourceMsg;
 
 use client::probe;
 pub use client::{Cluster, ConfigError, cluster_uid, connect};

@@ -16,8 +16,9 @@ use super::reader::{InitialEvents, ReadEnd, WatchReader};
 use super::{State, Watcher};
 use crate::config::InitialList;
 use crate::errors::error_chain;
-use crate::flow::{HANDOFF_RECORDS, SourceMsg};
+use crate::flow::HANDOFF_RECORDS;
 use crate::source::SourceError;
+use crate::source::SourceMsg;
 
 /// Grace beyond the watch's own timeout before a silent connection counts as dead.
 const WATCH_GRACE: Duration = Duration::from_secs(30);
