@@ -170,9 +170,25 @@ pub async fn run(
     metrics::gauge!(crate::metrics::DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
     let ctx = SinkContext {
-        config,
+        state_dir: &config.persistence_path,
+        cluster_name: config.cluster_name.as_deref(),
+        limits: Limits {
+            max_events: config.batch_size,
+            max_bytes: config.batch_max_bytes,
+            max_wait: config.batch_interval,
+        },
+        dead_letter_dir: config.dead_letter_dir.as_deref(),
+        refused_retry_interval: config.refused_retry_interval,
         reopen: &reopen,
-        kube: cluster.as_ref().map(|c| &c.client),
+        cluster_uid: cluster.as_ref().map(|c| {
+            let client = c.client.clone();
+            Box::new(
+                move || -> futures::future::BoxFuture<'static, Option<String>> {
+                    let client = client.clone();
+                    Box::pin(async move { source::kube::cluster_uid(&client).await })
+                },
+            ) as Box<sink::ClusterUid>
+        }),
     };
     let mut queues = Vec::with_capacity(config.sinks.len());
     let mut workers = Vec::with_capacity(config.sinks.len());
