@@ -157,64 +157,6 @@ pub(crate) fn globs(v: &str) -> Result<Vec<String>, String> {
     Ok(globs)
 }
 
-pub(crate) fn uid(v: &str) -> Result<String, String> {
-    if !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && v != "."
-        && v != ".."
-    {
-        Ok(v.to_string())
-    } else {
-        Err("must be 1 to 128 characters of letters, digits, '-', '_' or '.'".into())
-    }
-}
-
-/// An S3 bucket name by the AWS naming rules (length and characters).
-pub(crate) fn bucket(v: &str) -> Result<String, String> {
-    let ok = (3..=63).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
-        && v.as_bytes()[0].is_ascii_alphanumeric()
-        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err("must be a bucket name: 3 to 63 lower-case letters, digits, '-' or '.'".into())
-    }
-}
-
-/// An AWS region name (`eu-west-1`), or a store's own (`auto`, `garage`): lower-case letters,
-/// digits and '-', starting with a letter.
-pub(crate) fn region(v: &str) -> Result<String, String> {
-    let ok = (1..=32).contains(&v.len())
-        && v.as_bytes()[0].is_ascii_lowercase()
-        && !v.ends_with('-')
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err("must be a region name such as eu-west-1 (lower-case letters, digits and '-')".into())
-    }
-}
-
-/// An endpoint URL: http or https, a host, nothing after the authority but an optional `/`.
-pub(crate) fn endpoint(v: &str) -> Result<String, String> {
-    let requirement =
-        || "must be an http:// or https:// URL such as http://127.0.0.1:9000".to_string();
-    let uri: http::Uri = v.parse().map_err(|_| requirement())?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
-    let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
-    if scheme_ok && host_ok && path_ok {
-        Ok(v.trim_end_matches('/').to_string())
-    } else {
-        Err(requirement())
-    }
-}
-
 /// A file or directory path: anything but empty.
 pub(crate) fn path(v: &str) -> Result<std::path::PathBuf, String> {
     if v.is_empty() {
@@ -314,37 +256,5 @@ mod tests {
         );
         assert!(sink_list("kafka").is_ok());
         assert!(sink_list("kafak").is_err());
-    }
-
-    #[test]
-    fn names_that_become_key_segments_are_safe() {
-        assert!(uid("prod-eu-1").is_ok());
-        assert!(uid("../x").is_err());
-        assert!(bucket("my-events").is_ok());
-        assert!(bucket("My_Bucket").is_err());
-        assert!(bucket("ab").is_err());
-    }
-
-    #[test]
-    fn regions_and_endpoints_are_checked() {
-        assert!(region("eu-west-1").is_ok());
-        assert!(region("auto").is_ok());
-        for bad in ["EU-WEST-1", "eu_west_1", "1eu", "eu-", ""] {
-            assert!(region(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            endpoint("http://127.0.0.1:9000/").unwrap(),
-            "http://127.0.0.1:9000"
-        );
-        assert!(endpoint("https://s3.example.com").is_ok());
-        for bad in [
-            "127.0.0.1:9000",
-            "ftp://x",
-            "http://",
-            "http://h/path",
-            "not a url",
-        ] {
-            assert!(endpoint(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -131,12 +131,10 @@ pub(crate) fn options(get: &Get<'_>) -> Result<S3Options, ConfigError> {
     let sse = sse(get)?;
     let prefix = prefix(get("prefix", &["prefix", "s3_prefix"]))?;
     Ok(S3Options {
-        uid: get("uid", &["uid"])
-            .map(|r| r.parse(parse::uid))
-            .transpose()?,
+        uid: get("uid", &["uid"]).map(|r| r.parse(uid)).transpose()?,
         prefix,
         bucket: get("aws_bucket", &["aws_bucket", "s3_bucket"])
-            .map(|r| r.parse(parse::bucket))
+            .map(|r| r.parse(bucket))
             .transpose()?,
         connection: connection(get)?,
         format: match get("s3_format", &["s3_format"]) {
@@ -190,11 +188,11 @@ fn prefix(raw: Option<Raw>) -> Result<Option<String>, ConfigError> {
 fn connection(get: &Get<'_>) -> Result<S3Connection, ConfigError> {
     Ok(S3Connection {
         region: get("aws_region", &["aws_region"])
-            .map(|r| r.parse(parse::region))
+            .map(|r| r.parse(region))
             .transpose()?,
         profile: get("aws_profile", &["aws_profile"]).map(|r| r.value),
         endpoint: get("s3_endpoint", &["s3_endpoint"])
-            .map(|r| r.parse(parse::endpoint))
+            .map(|r| r.parse(endpoint))
             .transpose()?,
         force_path_style: match get("s3_force_path_style", &["s3_force_path_style"]) {
             Some(raw) => raw.parse(parse::boolean)?,
@@ -218,13 +216,13 @@ pub fn decode_connection(args: &DecodeArgs) -> Result<S3Connection, ConfigError>
         region: args
             .aws_region
             .as_deref()
-            .map(|v| flag("aws-region", v).parse(parse::region))
+            .map(|v| flag("aws-region", v).parse(region))
             .transpose()?,
         profile: args.aws_profile.clone(),
         endpoint: args
             .s3_endpoint
             .as_deref()
-            .map(|v| flag("s3-endpoint", v).parse(parse::endpoint))
+            .map(|v| flag("s3-endpoint", v).parse(endpoint))
             .transpose()?,
         force_path_style: match args.s3_force_path_style.as_deref() {
             Some(v) => flag("s3-force-path-style", v).parse(parse::boolean)?,
@@ -232,4 +230,99 @@ pub fn decode_connection(args: &DecodeArgs) -> Result<S3Connection, ConfigError>
         },
         timeout: TIMEOUT,
     })
+}
+
+fn uid(v: &str) -> Result<String, String> {
+    if !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && v != "."
+        && v != ".."
+    {
+        Ok(v.to_string())
+    } else {
+        Err("must be 1 to 128 characters of letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+/// An S3 bucket name by the AWS naming rules (length and characters).
+fn bucket(v: &str) -> Result<String, String> {
+    let ok = (3..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("must be a bucket name: 3 to 63 lower-case letters, digits, '-' or '.'".into())
+    }
+}
+
+/// An AWS region name (`eu-west-1`), or a store's own (`auto`, `garage`): lower-case letters,
+/// digits and '-', starting with a letter.
+fn region(v: &str) -> Result<String, String> {
+    let ok = (1..=32).contains(&v.len())
+        && v.as_bytes()[0].is_ascii_lowercase()
+        && !v.ends_with('-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err("must be a region name such as eu-west-1 (lower-case letters, digits and '-')".into())
+    }
+}
+
+/// An endpoint URL: http or https, a host, nothing after the authority but an optional `/`.
+fn endpoint(v: &str) -> Result<String, String> {
+    let requirement =
+        || "must be an http:// or https:// URL such as http://127.0.0.1:9000".to_string();
+    let uri: http::Uri = v.parse().map_err(|_| requirement())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
+    if scheme_ok && host_ok && path_ok {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err(requirement())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_become_key_segments_are_safe() {
+        assert!(uid("prod-eu-1").is_ok());
+        assert!(uid("../x").is_err());
+        assert!(bucket("my-events").is_ok());
+        assert!(bucket("My_Bucket").is_err());
+        assert!(bucket("ab").is_err());
+    }
+
+    #[test]
+    fn regions_and_endpoints_are_checked() {
+        assert!(region("eu-west-1").is_ok());
+        assert!(region("auto").is_ok());
+        for bad in ["EU-WEST-1", "eu_west_1", "1eu", "eu-", ""] {
+            assert!(region(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            endpoint("http://127.0.0.1:9000/").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert!(endpoint("https://s3.example.com").is_ok());
+        for bad in [
+            "127.0.0.1:9000",
+            "ftp://x",
+            "http://",
+            "http://h/path",
+            "not a url",
+        ] {
+            assert!(endpoint(bad).is_err(), "{bad}");
+        }
+    }
 }
