@@ -17,6 +17,10 @@
 //! - a fatal idempotence error (the brokers lost the producer's state): a new producer is made
 //!   and every record not yet reported delivered is sent again (possible duplicates, never a
 //!   loss).
+//!
+//! `config.rs` holds the settings and their validation, `problems.rs` the rules that sort
+//! failures (pure, tested without a broker), `delivery.rs` the producer and its delivery
+//! reports, `record.rs` each record's key and headers.
 
 pub mod config;
 mod delivery;
