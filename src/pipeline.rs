@@ -101,11 +101,7 @@ pub async fn run(
     .await?;
     let ring = open_ring(config)?;
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let ctx = SinkContext {
-        config,
-        reopen: &reopen,
-        kube: cluster.as_ref().map(|c| &c.client),
-    };
+    let ctx = sink_context(config, &reopen, cluster.as_ref());
     let sinks = open_sinks(config, &ctx, ack_tx, &health.sinks, &fence).await?;
 
     // Chunks no larger than a batch, and no more of them queued than one batch holds.
@@ -189,6 +185,36 @@ fn open_ring(config: &Config) -> Result<Ring, DedupError> {
     // The estimated-rate alert compares each generation with this.
     metrics::gauge!(crate::metrics::DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
     Ok(ring)
+}
+
+/// What the sinks are opened with. The cluster's UID (S3 object keys) is asked of the API
+/// server only when a sink needs it.
+fn sink_context<'a>(
+    config: &'a Config,
+    reopen: &'a Arc<AtomicBool>,
+    cluster: Option<&source::kube::Cluster>,
+) -> SinkContext<'a> {
+    SinkContext {
+        state_dir: &config.persistence_path,
+        cluster_name: config.cluster_name.as_deref(),
+        limits: Limits {
+            max_events: config.batch_size,
+            max_bytes: config.batch_max_bytes,
+            max_wait: config.batch_interval,
+        },
+        dead_letter_dir: config.dead_letter_dir.as_deref(),
+        refused_retry_interval: config.refused_retry_interval,
+        reopen,
+        cluster_uid: cluster.map(|c| {
+            let client = c.client.clone();
+            Box::new(
+                move || -> futures::future::BoxFuture<'static, Option<String>> {
+                    let client = client.clone();
+                    Box::pin(async move { source::kube::cluster_uid(&client).await })
+                },
+            ) as Box<sink::ClusterUid>
+        }),
+    }
 }
 
 /// The started sinks: each one's queue, its worker, and whether any wants protobuf records.

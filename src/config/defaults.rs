@@ -1,10 +1,13 @@
 //! Every default, once. The configuration builder, the ring's and the sources' `Default`s, the
-//! `--help` text and the configuration reference's Default column all come from here;
-//! `tests/docs.rs` checks the reference against [`documented`], so changing a default is one
-//! edit here that the docs test then holds the reference to.
+//! `--help` text and the configuration reference's Default column all come from here, or, for
+//! a sink's options, from its `sink/<name>/config.rs`; `tests/docs.rs` checks the reference
+//! against [`documented`], so changing a default is one edit that the docs test then holds the
+//! reference to.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use crate::sink::{file, kafka, otlp, s3, transport, webhook};
 
 /// `--source`: watch the cluster.
 pub const SOURCE: &str = "kube";
@@ -32,8 +35,6 @@ pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--log-level`, as a tracing filter.
 pub const LOG_LEVEL: &str = "info";
-/// `--file-fsync`: a batch counts as delivered only once it is on the disk.
-pub const FILE_FSYNC: bool = true;
 /// `--listen` in a pod, where the kubelet probes it; off elsewhere.
 pub const LISTEN_IN_POD: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9090);
 /// `--list-page-size`, as kubectl and client-go: an unpaginated list of a large cluster's events
@@ -45,8 +46,6 @@ pub const WATCH_TIMEOUT: Duration = Duration::from_secs(290);
 /// `--initial-list`: a streaming list where the API server serves one (one pass over its state
 /// instead of a request per page), pages where it does not.
 pub const INITIAL_LIST: super::InitialList = super::InitialList::Auto;
-/// `--s3-timeout`: one upload attempt; a hung endpoint is logged and counted this soon.
-pub const S3_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--enrich-labels` and `--enrich-annotations`: every key.
 pub const ENRICH_KEYS: &str = "*";
 /// `--enrich-max-bytes`: one `last-applied-configuration` can be hundreds of kilobytes.
@@ -59,21 +58,6 @@ pub const ENRICH_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const ENRICH_CACHE_ENTRIES: u64 = 10_000;
 /// `--enrich-concurrency`: events in the enrichment stage at once.
 pub const ENRICH_CONCURRENCY: usize = 64;
-/// `--kafka-topic`.
-pub const KAFKA_TOPIC: &str = "kube-events";
-/// `--kafka-compression`: of lz4 and zstd, lz4 cost less CPU per event on replayed events
-/// (docs/performance.md#kafka-sink); gzip cost almost twice as much.
-pub const KAFKA_COMPRESSION: &str = "lz4";
-/// `--otlp-compression`: gzip, as OTLP exporters do; event batches shrink over tenfold.
-pub const OTLP_COMPRESSION: &str = "gzip";
-/// `--otlp-body`: the message, as the Collector's `k8s_events` receiver writes it.
-pub const OTLP_BODY: &str = "message";
-/// `--otlp-timeout` and `--http-timeout`: the OTLP exporters' default, per request.
-pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// `--http-format`: the lines stdout gets.
-pub const HTTP_FORMAT: &str = "ndjson";
-/// `--http-compression`: many webhook receivers take only plain bodies.
-pub const HTTP_COMPRESSION: &str = "none";
 /// `--refused-retry-interval`: a fixed credential or policy is noticed within it, and a peer
 /// that keeps refusing is not hammered.
 pub const REFUSED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
@@ -106,11 +90,11 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("--batch-interval", secs(BATCH_INTERVAL)),
         ("--shutdown-timeout", secs(SHUTDOWN_TIMEOUT)),
         ("--log-level", code(&LOG_LEVEL.to_uppercase())),
-        ("--file-fsync", code(&FILE_FSYNC)),
+        ("--file-fsync", code(&file::config::FSYNC)),
         ("--list-page-size", code(&LIST_PAGE_SIZE)),
         ("--watch-timeout", secs(WATCH_TIMEOUT)),
         ("--initial-list", code(&"auto")),
-        ("--s3-timeout", secs(S3_TIMEOUT)),
+        ("--s3-timeout", secs(s3::config::TIMEOUT)),
         ("--enrich-labels", code(&ENRICH_KEYS)),
         ("--enrich-annotations", code(&ENRICH_KEYS)),
         ("--enrich-max-bytes", code(&ENRICH_MAX_BYTES)),
@@ -118,14 +102,14 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("--enrich-cache-ttl", secs(ENRICH_CACHE_TTL)),
         ("--enrich-cache-size", code(&ENRICH_CACHE_ENTRIES)),
         ("--enrich-concurrency", code(&ENRICH_CONCURRENCY)),
-        ("--kafka-topic", code(&KAFKA_TOPIC)),
-        ("--kafka-compression", code(&KAFKA_COMPRESSION)),
-        ("--otlp-compression", code(&OTLP_COMPRESSION)),
-        ("--otlp-timeout", secs(HTTP_TIMEOUT)),
-        ("--otlp-body", code(&OTLP_BODY)),
-        ("--http-format", code(&HTTP_FORMAT)),
-        ("--http-compression", code(&HTTP_COMPRESSION)),
-        ("--http-timeout", secs(HTTP_TIMEOUT)),
+        ("--kafka-topic", code(&kafka::config::TOPIC)),
+        ("--kafka-compression", code(&kafka::config::COMPRESSION)),
+        ("--otlp-compression", code(&otlp::config::COMPRESSION)),
+        ("--otlp-timeout", secs(transport::config::TIMEOUT)),
+        ("--otlp-body", code(&otlp::config::BODY)),
+        ("--http-format", code(&webhook::config::FORMAT)),
+        ("--http-compression", code(&webhook::config::COMPRESSION)),
+        ("--http-timeout", secs(transport::config::TIMEOUT)),
         ("--refused-retry-interval", secs(REFUSED_RETRY_INTERVAL)),
         ("--lease-name", code(&LEASE_NAME)),
         ("--lease-duration", secs(LEASE_DURATION)),

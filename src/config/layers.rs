@@ -36,14 +36,18 @@ pub(super) struct Layers<'a> {
 }
 
 /// A value as the user gave it, with enough context to reject it properly.
-pub(super) struct Raw {
-    pub(super) name: String,
-    pub(super) value: String,
-    pub(super) origin: Origin,
+pub(crate) struct Raw {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) origin: Origin,
 }
 
+/// How a settings function looks an option up: its clap id, then the config file's keys for
+/// it (ours first, then k8stream's).
+pub(crate) type Get<'a> = dyn Fn(&str, &[&str]) -> Option<Raw> + 'a;
+
 impl Raw {
-    pub(super) fn invalid(&self, requirement: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(&self, requirement: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             name: self.name.clone(),
             value: self.value.clone(),
@@ -53,7 +57,7 @@ impl Raw {
     }
 
     /// Runs a parser from `parse`, turning its requirement text into a full error.
-    pub(super) fn parse<T>(
+    pub(crate) fn parse<T>(
         &self,
         f: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {

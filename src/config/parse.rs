@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// The value if it is one of `choices` (case-insensitive), as the canonical choice.
-pub(super) fn one_of(v: &str, choices: &[&'static str]) -> Result<&'static str, String> {
+pub(crate) fn one_of(v: &str, choices: &[&'static str]) -> Result<&'static str, String> {
     choices
         .iter()
         .find(|c| c.eq_ignore_ascii_case(v))
@@ -12,7 +12,7 @@ pub(super) fn one_of(v: &str, choices: &[&'static str]) -> Result<&'static str, 
         .ok_or_else(|| format!("must be one of {}", choices.join(", ")))
 }
 
-pub(super) fn boolean(v: &str) -> Result<bool, String> {
+pub(crate) fn boolean(v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
@@ -21,7 +21,7 @@ pub(super) fn boolean(v: &str) -> Result<bool, String> {
 }
 
 /// A whole number in `min..=max`; underscores group digits as in the Python tool (`1_000_000`).
-pub(super) fn whole(v: &str, min: u64, max: u64) -> Result<u64, String> {
+pub(crate) fn whole(v: &str, min: u64, max: u64) -> Result<u64, String> {
     let requirement = || format!("must be a whole number from {min} to {max}");
     let digits: String = v.chars().filter(|&c| c != '_').collect();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('_') {
@@ -34,7 +34,7 @@ pub(super) fn whole(v: &str, min: u64, max: u64) -> Result<u64, String> {
 }
 
 /// A socket address to listen on (`0.0.0.0:9090`, `[::]:9090`, `127.0.0.1:0`), or `off`.
-pub(super) fn listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+pub(crate) fn listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
     if v.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
@@ -44,7 +44,7 @@ pub(super) fn listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
 }
 
 /// A probability strictly between 0 and 1.
-pub(super) fn rate(v: &str) -> Result<f64, String> {
+pub(crate) fn rate(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
         _ => Err("must be a number in (0, 1), e.g. 0.000001".into()),
@@ -52,7 +52,7 @@ pub(super) fn rate(v: &str) -> Result<f64, String> {
 }
 
 /// Seconds, fractions allowed, in `min..=max`.
-pub(super) fn seconds(v: &str, min: f64, max: f64) -> Result<Duration, String> {
+pub(crate) fn seconds(v: &str, min: f64, max: f64) -> Result<Duration, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= min && s <= max => Ok(Duration::from_secs_f64(s)),
         _ => Err(format!("must be a number of seconds from {min} to {max}")),
@@ -60,7 +60,7 @@ pub(super) fn seconds(v: &str, min: f64, max: f64) -> Result<Duration, String> {
 }
 
 /// A comma-separated list of namespace names (DNS-1123 labels), each once.
-pub(super) fn namespaces(v: &str) -> Result<Vec<String>, String> {
+pub(crate) fn namespaces(v: &str) -> Result<Vec<String>, String> {
     let requirement = "must be a comma-separated list of namespace names (lower-case letters, digits and -, at most 63 characters)";
     let mut out: Vec<String> = Vec::new();
     for part in v.split(',').map(str::trim) {
@@ -82,7 +82,7 @@ pub(super) fn namespaces(v: &str) -> Result<Vec<String>, String> {
 }
 
 /// A comma-separated list of sink names, each once.
-pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
+pub(crate) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
     let requirement =
         || "must be a comma-separated list of stdout, file, s3, kafka, otlp, http".to_string();
     let mut out = Vec::new();
@@ -103,7 +103,7 @@ pub(super) fn sink_list(v: &str) -> Result<Vec<&'static str>, String> {
 ///
 /// Every directive must name a level: tracing would take a bare word such as `INF0` as a
 /// target (log only what that module logs) and so silence every line, WARN and ERROR included.
-pub(super) fn log_filter(v: &str) -> Result<String, String> {
+pub(crate) fn log_filter(v: &str) -> Result<String, String> {
     let requirement = || {
         "must be DEBUG, INFO, WARNING, ERROR or CRITICAL, or tracing directives with a level such as kube_event_pipe=debug,kube=warn".to_string()
     };
@@ -143,7 +143,7 @@ fn level_name(v: &str) -> Option<&'static str> {
 
 /// A stream id used in object keys: it must be one safe path segment.
 /// Comma-separated globs (`*`, `?`, `[…]`), each checked; an empty value means none.
-pub(super) fn globs(v: &str) -> Result<Vec<String>, String> {
+pub(crate) fn globs(v: &str) -> Result<Vec<String>, String> {
     let globs: Vec<String> = v
         .split(',')
         .map(str::trim)
@@ -157,61 +157,12 @@ pub(super) fn globs(v: &str) -> Result<Vec<String>, String> {
     Ok(globs)
 }
 
-pub(super) fn uid(v: &str) -> Result<String, String> {
-    if !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && v != "."
-        && v != ".."
-    {
-        Ok(v.to_string())
+/// A file or directory path: anything but empty.
+pub(crate) fn path(v: &str) -> Result<std::path::PathBuf, String> {
+    if v.is_empty() {
+        Err("must be a file or directory path".into())
     } else {
-        Err("must be 1 to 128 characters of letters, digits, '-', '_' or '.'".into())
-    }
-}
-
-/// An S3 bucket name by the AWS naming rules (length and characters).
-pub(super) fn bucket(v: &str) -> Result<String, String> {
-    let ok = (3..=63).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
-        && v.as_bytes()[0].is_ascii_alphanumeric()
-        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err("must be a bucket name: 3 to 63 lower-case letters, digits, '-' or '.'".into())
-    }
-}
-
-/// An AWS region name (`eu-west-1`), or a store's own (`auto`, `garage`): lower-case letters,
-/// digits and '-', starting with a letter.
-pub(super) fn region(v: &str) -> Result<String, String> {
-    let ok = (1..=32).contains(&v.len())
-        && v.as_bytes()[0].is_ascii_lowercase()
-        && !v.ends_with('-')
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(v.to_string())
-    } else {
-        Err("must be a region name such as eu-west-1 (lower-case letters, digits and '-')".into())
-    }
-}
-
-/// An endpoint URL: http or https, a host, nothing after the authority but an optional `/`.
-pub(super) fn endpoint(v: &str) -> Result<String, String> {
-    let requirement =
-        || "must be an http:// or https:// URL such as http://127.0.0.1:9000".to_string();
-    let uri: http::Uri = v.parse().map_err(|_| requirement())?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
-    let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
-    if scheme_ok && host_ok && path_ok {
-        Ok(v.trim_end_matches('/').to_string())
-    } else {
-        Err(requirement())
+        Ok(std::path::PathBuf::from(v))
     }
 }
 
@@ -305,37 +256,5 @@ mod tests {
         );
         assert!(sink_list("kafka").is_ok());
         assert!(sink_list("kafak").is_err());
-    }
-
-    #[test]
-    fn names_that_become_key_segments_are_safe() {
-        assert!(uid("prod-eu-1").is_ok());
-        assert!(uid("../x").is_err());
-        assert!(bucket("my-events").is_ok());
-        assert!(bucket("My_Bucket").is_err());
-        assert!(bucket("ab").is_err());
-    }
-
-    #[test]
-    fn regions_and_endpoints_are_checked() {
-        assert!(region("eu-west-1").is_ok());
-        assert!(region("auto").is_ok());
-        for bad in ["EU-WEST-1", "eu_west_1", "1eu", "eu-", ""] {
-            assert!(region(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            endpoint("http://127.0.0.1:9000/").unwrap(),
-            "http://127.0.0.1:9000"
-        );
-        assert!(endpoint("https://s3.example.com").is_ok());
-        for bad in [
-            "127.0.0.1:9000",
-            "ftp://x",
-            "http://",
-            "http://h/path",
-            "not a url",
-        ] {
-            assert!(endpoint(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -140,7 +140,10 @@ fn the_s3_sink_takes_k8stream_keys_and_repeated_sink_flags() {
         "json",
     );
     let c = build_from(&["--config", &path, "--s3-format", "protobuf"]).unwrap();
-    assert_eq!(c.sinks, vec![SinkConfig::Stdout, SinkConfig::S3]);
+    let [SinkConfig::Stdout, SinkConfig::S3(s3)] = c.sinks.as_slice() else {
+        panic!("expected stdout and s3, got {:?}", c.sinks);
+    };
+    assert_eq!(s3.bucket, "evs");
     assert_eq!(c.s3.prefix.as_deref(), Some("k8s"));
     assert_eq!(c.s3.format, ObjectFormat::Protobuf);
     let c = build_from(&[
@@ -159,7 +162,10 @@ fn the_s3_sink_takes_k8stream_keys_and_repeated_sink_flags() {
         "--s3-force-path-style",
     ])
     .unwrap();
-    assert_eq!(c.sinks, vec![SinkConfig::Stdout, SinkConfig::S3]);
+    let [SinkConfig::Stdout, SinkConfig::S3(s3)] = c.sinks.as_slice() else {
+        panic!("expected stdout and s3, got {:?}", c.sinks);
+    };
+    assert_eq!(s3.bucket, "evs");
     assert_eq!(
         c.s3.sse,
         Some(Sse::Kms {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::layers::Origin;
-use super::{KafkaSettings, ObjectFormat, OtlpSettings, WebhookSettings, defaults};
+use super::{KafkaSettings, OtlpSettings, S3Options, S3Settings, WebhookSettings, defaults};
 
 /// A configuration the process cannot start with. Not retryable: the operator must fix a value.
 #[derive(Debug, Error, PartialEq)]
@@ -88,13 +88,7 @@ impl Default for KubeConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// The Event object as received, one per line, as the Python kube-event-pipe writes it.
-    Raw,
-    /// eventrouter's `{"verb", "event", "old_event"}` wrapper, for EFK pipelines built on it.
-    Eventrouter,
-}
+pub use crate::encode::OutputFormat;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -110,85 +104,14 @@ pub enum SinkConfig {
         path: PathBuf,
         fsync: bool,
     },
-    /// Gzipped batches to the bucket in [`Config::s3`].
-    S3,
+    /// Gzipped batches to a bucket.
+    S3(Box<S3Settings>),
     /// One record per event to a Kafka topic, acknowledged by the brokers.
     Kafka(Box<KafkaSettings>),
     /// OTLP/HTTP logs to a collector.
     Otlp(OtlpSettings),
     /// POSTs to a webhook.
     Http(WebhookSettings),
-}
-
-/// Server-side encryption asked of S3 for each object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sse {
-    /// SSE-S3 (`AES256`).
-    S3,
-    /// SSE-KMS, with the account's default key when `key_id` is none.
-    Kms { key_id: Option<String> },
-}
-
-/// How to reach S3 (shared by the sink and `decode`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Connection {
-    /// Default: the SDK's chain (AWS_REGION, the profile), else us-east-1.
-    pub region: Option<String>,
-    /// A shared-config profile; default: the SDK's (AWS_PROFILE, else `default`).
-    pub profile: Option<String>,
-    /// An S3-compatible store's URL; request checksums are then sent only when required, since
-    /// many such stores reject the CRC32 checksums recent SDKs add.
-    pub endpoint: Option<String>,
-    /// `endpoint/bucket/key` instead of `bucket.endpoint/key`. Default false (AWS's style).
-    pub force_path_style: bool,
-    /// The longest one request attempt (a PUT with its body, and its answer) may take before it
-    /// fails and is retried (default 30 s). An endpoint that accepts the connection and never
-    /// answers pauses the pipe behind it; this bounds how long that goes unnoticed. Raise it
-    /// for large batches over a slow link.
-    pub timeout: Duration,
-}
-
-impl Default for S3Connection {
-    fn default() -> Self {
-        S3Connection {
-            region: None,
-            profile: None,
-            endpoint: None,
-            force_path_style: false,
-            timeout: defaults::S3_TIMEOUT,
-        }
-    }
-}
-
-/// The S3 sink's settings. Validated whether or not the sink is on, so that a k8stream config
-/// file is accepted whole and a typo is caught before the sink is switched on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    /// The stream's id in object keys. Default: the kube-system namespace's UID when the kube
-    /// source can read it, else a UUID kept in the persistence directory (`stream-uid`).
-    pub uid: Option<String>,
-    /// Leading key segment(s), without a trailing `/`. Default: none.
-    pub prefix: Option<String>,
-    pub bucket: Option<String>,
-    pub connection: S3Connection,
-    /// Default jsonl: the same lines the other sinks get, readable with zcat.
-    pub format: ObjectFormat,
-    pub storage_class: Option<String>,
-    pub sse: Option<Sse>,
-}
-
-impl Default for S3Settings {
-    fn default() -> Self {
-        S3Settings {
-            uid: None,
-            prefix: None,
-            bucket: None,
-            connection: S3Connection::default(),
-            format: ObjectFormat::Jsonl,
-            storage_class: None,
-            sse: None,
-        }
-    }
 }
 
 /// The validated configuration of the main job.
@@ -240,7 +163,9 @@ pub struct Config {
     /// Split delivered events by type and reason in /metrics. Default false: reasons are free
     /// text from every controller, one series each.
     pub metrics_by_reason: bool,
-    pub s3: S3Settings,
+    /// The S3 options as given, whether or not the S3 sink is on (the startup line shows
+    /// them); the sink reads its own settings in [`SinkConfig::S3`].
+    pub s3: S3Options,
     /// Off unless asked for: it needs `get` on more kinds than events.
     pub enrich: Option<EnrichConfig>,
     /// Where batches a sink refuses for good are written (then acknowledged). Default none:

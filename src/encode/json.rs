@@ -4,7 +4,7 @@
 //! spellings survive. Only whitespace between tokens is dropped, and only when the input spans
 //! lines (kubectl's pretty output), because a JSON line must not contain a newline.
 
-use crate::config::OutputFormat;
+use super::OutputFormat;
 use crate::event::{EventRecord, RawJson};
 
 /// Encodes records as lines, with the options that shape every line.

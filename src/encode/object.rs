@@ -148,7 +148,7 @@ fn records_to_lines(name: &str, mut payload: &[u8]) -> Result<Vec<u8>, DecodeErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OutputFormat;
+    use crate::encode::OutputFormat;
     use crate::encode::json::LineEncoder;
     use crate::encode::proto::ProtoEncoder;
     use crate::event::{Change, EventRecord};

@@ -16,6 +16,7 @@
 //! others run ahead by at most their queue bound, then the whole pipe pauses (backpressure up to
 //! the source).
 
+pub mod classify;
 pub mod dead_letter;
 pub mod file;
 pub mod kafka;
@@ -27,15 +28,17 @@ pub mod transport;
 pub mod webhook;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, SinkConfig};
+use crate::batch::Limits;
+use crate::config::SinkConfig;
 use crate::flow::{Batch, BatchAck};
 pub use retry::{Failure, MAX_RETRY_DELAY, Next, Policy, retry_backoff};
 
@@ -150,14 +153,29 @@ pub(crate) mod telemetry {
     }
 }
 
-/// What a sink is opened with: the whole configuration (the sink's own settings, the output
-/// format, the persistence directory for its state files), the SIGHUP flag, and the cluster's
-/// client when the source watches one.
+/// Looks the cluster's UID up (the kube-system namespace's), `None` when it cannot be read.
+/// A function rather than the UID itself, so the API server is asked only by a sink that
+/// needs it (the S3 sink without a stream id of its own yet).
+pub type ClusterUid = dyn Fn() -> BoxFuture<'static, Option<String>> + Send + Sync;
+
+/// What a sink is opened with besides its own settings: the parts of the pipe's configuration
+/// a sink acts on, the SIGHUP flag, and a way to the cluster's UID when the source watches
+/// one. No sink reads the whole `Config`, so what a sink depends on is written here.
 pub struct SinkContext<'a> {
-    pub config: &'a Config,
+    /// Where a sink keeps its state files (the S3 sink's stream id and run number); locked by
+    /// the filter ring, which opens first.
+    pub state_dir: &'a Path,
+    /// `--cluster-name`, which the Kafka sink sends as a record header.
+    pub cluster_name: Option<&'a str>,
+    /// The batcher's bounds: the S3 sink gathers batches into objects by the same bounds.
+    pub limits: Limits,
+    /// Where batches a sink refuses for good are written, when anywhere.
+    pub dead_letter_dir: Option<&'a Path>,
+    /// How often such a batch is tried again when there is no dead-letter directory.
+    pub refused_retry_interval: Duration,
     /// Raised by SIGHUP; sinks that write files reopen them.
     pub reopen: &'a Arc<AtomicBool>,
-    pub kube: Option<&'a kube::Client>,
+    pub cluster_uid: Option<Box<ClusterUid>>,
 }
 
 /// Opens the sink `config` names. Configuration problems and unreachable setup (a file that
@@ -166,16 +184,16 @@ pub async fn open(config: &SinkConfig, ctx: &SinkContext<'_>) -> Result<Sink, Si
     let sink = match config {
         SinkConfig::Stdout => Ok(stdout::open()),
         SinkConfig::File { path, fsync } => file::open(path, *fsync, ctx),
-        SinkConfig::S3 => s3::open(ctx).await,
+        SinkConfig::S3(settings) => s3::open(settings, ctx).await,
         SinkConfig::Kafka(settings) => kafka::open(settings, ctx),
         SinkConfig::Otlp(settings) => otlp::open(settings),
         SinkConfig::Http(settings) => webhook::open(settings),
     }?;
-    let dead_letters = match &ctx.config.dead_letter_dir {
+    let dead_letters = match ctx.dead_letter_dir {
         Some(dir) => Some(dead_letter::DeadLetters::open(dir)?),
         None => None,
     };
-    Ok(sink.with_refusals(ctx.config.refused_retry_interval, dead_letters))
+    Ok(sink.with_refusals(ctx.refused_retry_interval, dead_letters))
 }
 
 /// Delivers one batch at a time on the async runtime; the shared driver retries and acks.

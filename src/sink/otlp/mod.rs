@@ -12,6 +12,7 @@
 //! Only OTLP/HTTP: every collector and OTLP backend accepts it, and gRPC would bring tonic's
 //! transport and HTTP/2 stack for no reach the HTTP form lacks.
 
+pub mod config;
 pub mod mapping;
 
 use std::sync::Arc;
@@ -22,11 +23,20 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 use tracing::{info, warn};
 
+use super::classify::HttpStatuses;
+use super::transport::config::Compression;
 use super::transport::{self, Endpoint, TransportError};
 use super::{Failure, Sink, SinkError};
-use crate::config::{Compression, OtlpBody, OtlpSettings};
 use crate::flow::Batch;
 use crate::metrics::OTLP_REJECTED_RECORDS;
+use config::{OtlpBody, OtlpSettings};
+
+/// The statuses the OTLP spec says to retry (429, 502, 503, 504); every other one, other 5xx
+/// included, is refused for that batch.
+pub const RETRIED: HttpStatuses = HttpStatuses {
+    retried: &[429, 502, 503, 504],
+    server_errors: false,
+};
 
 /// The OTLP/HTTP logs path, appended to the endpoint as the spec says for a base endpoint.
 pub const LOGS_PATH: &str = "/v1/logs";
@@ -104,8 +114,7 @@ impl OtlpSink {
             self.partial_success(&content);
             return Ok(());
         }
-        let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
-        Err(self.endpoint.failure(response, retryable).await)
+        Err(self.endpoint.failure(response, &RETRIED).await)
     }
 
     /// Logs and counts the records a 2xx response says were rejected. An empty or unreadable
@@ -175,5 +184,16 @@ mod tests {
             logs_url("https://otlp.example/otlp"),
             "https://otlp.example/otlp/v1/logs"
         );
+    }
+
+    #[test]
+    fn only_the_specs_retryable_statuses_are_retried() {
+        use crate::sink::classify::Verdict::{Refused, Retry};
+        for status in [429, 502, 503, 504] {
+            assert_eq!(RETRIED.verdict(status), Retry, "{status}");
+        }
+        for status in [400, 401, 403, 404, 408, 413, 500, 501, 505] {
+            assert_eq!(RETRIED.verdict(status), Refused, "{status}");
+        }
     }
 }

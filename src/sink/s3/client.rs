@@ -10,7 +10,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::DisplayErrorContext;
 
 use super::S3Error;
-use crate::config::S3Connection;
+use super::config::S3Connection;
 
 /// A connected S3 client for `connection`. No request is made here: credentials are resolved
 /// (env, profile, web identity, instance metadata) at the first PUT.

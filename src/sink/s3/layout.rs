@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::ObjectFormat;
+use crate::encode::object::ObjectFormat;
 
 /// Where and how batches are written.
 #[derive(Debug, Clone)]

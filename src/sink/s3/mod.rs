@@ -14,6 +14,7 @@
 //! because the operator fixes those without restarting the pod and expects the upload to go on.
 
 mod client;
+pub mod config;
 mod layout;
 mod state;
 mod upload;
@@ -28,9 +29,8 @@ pub use state::{next_run, stream_uid};
 pub use upload::S3Sink;
 
 use super::{Sink, SinkContext, SinkError, Worker};
-use crate::batch::Limits;
-use crate::config::ObjectFormat;
-use crate::source;
+use crate::encode::object::ObjectFormat;
+use config::S3Settings;
 
 /// Failures of the S3 sink's setup. Not retryable: they name a file or setting to fix.
 #[derive(Debug, Error)]
@@ -53,21 +53,16 @@ pub enum S3Error {
 
 /// Opens the S3 sink: the stream id, this run's number, and a client. Runs after the filter
 /// ring is open, so the persistence directory exists and is locked.
-pub async fn open(ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
-    let config = ctx.config;
-    let settings = &config.s3;
-    let dir = &config.persistence_path;
-    let discovered = match (&settings.uid, ctx.kube) {
-        (None, Some(client)) if !state::has_stream_uid(dir) => {
-            source::kube::cluster_uid(client).await
-        }
+pub async fn open(settings: &S3Settings, ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
+    let dir = ctx.state_dir;
+    let discovered = match (&settings.uid, &ctx.cluster_uid) {
+        (None, Some(lookup)) if !state::has_stream_uid(dir) => lookup().await,
         _ => None,
     };
     let uid = stream_uid(settings.uid.as_deref(), dir, discovered)?;
     let run = next_run(dir)?;
     let client = client(&settings.connection).await;
-    // Config validation guarantees a bucket when the S3 sink is on.
-    let bucket = settings.bucket.clone().unwrap_or_default();
+    let bucket = settings.bucket.clone();
     info!(bucket = %bucket, uid = %uid, run, format = ?settings.format, "S3 sink ready");
     let layout = ObjectLayout {
         prefix: settings.prefix.clone(),
@@ -76,12 +71,8 @@ pub async fn open(ctx: &SinkContext<'_>) -> Result<Sink, SinkError> {
         format: settings.format,
     };
     let name = format!("s3 bucket {bucket}");
-    let upload = S3Sink::new(client, settings, bucket, layout);
-    let limits = Limits {
-        max_events: config.batch_size,
-        max_bytes: config.batch_max_bytes,
-        max_wait: config.batch_interval,
-    };
+    let upload = S3Sink::new(client, settings, layout);
+    let limits = ctx.limits;
     let sink = Sink::custom("S3", "s3", name, move |io| {
         Ok(Worker::Task(tokio::spawn(worker::run(upload, limits, io))))
     });

@@ -9,9 +9,10 @@ use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use base64::Engine;
 use md5::{Digest, Md5};
 
+use super::config::{S3Settings, Sse};
 use super::layout::ObjectLayout;
-use crate::config::{ObjectFormat, S3Settings, Sse};
-use crate::encode::object::gzip;
+use crate::encode::object::{ObjectFormat, gzip};
+use crate::sink::classify::Verdict;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,15 +42,10 @@ struct Prepared {
 }
 
 impl S3Sink {
-    pub fn new(
-        client: Client,
-        settings: &S3Settings,
-        bucket: String,
-        layout: ObjectLayout,
-    ) -> Self {
+    pub fn new(client: Client, settings: &S3Settings, layout: ObjectLayout) -> Self {
         S3Sink {
             client,
-            bucket,
+            bucket: settings.bucket.clone(),
             layout,
             storage_class: settings.storage_class.clone(),
             sse: settings.sse.clone(),
@@ -127,15 +123,6 @@ fn classify(
             format!("S3 PUT s3://{bucket}/{key} failed: {detail}"),
         );
     };
-    let throttled = matches!(
-        code.as_str(),
-        "SlowDown"
-            | "Throttling"
-            | "ThrottlingException"
-            | "RequestTimeout"
-            | "RequestLimitExceeded"
-            | "TooManyRequestsException"
-    );
     let kind = format!("{status} {code}");
     let message = if status == 403 {
         format!(
@@ -144,10 +131,29 @@ fn classify(
     } else {
         format!("S3 PUT s3://{bucket}/{key} failed with {status} {code}: {detail}")
     };
-    if status >= 500 || status == 429 || throttled {
-        Failure::retry(kind, message)
+    match verdict(status, &code) {
+        Verdict::Retry => Failure::retry(kind, message),
+        Verdict::Refused => Failure::refused(kind, message),
+    }
+}
+
+/// The error codes S3 and S3-compatible stores throttle with, whatever the status.
+const THROTTLING_CODES: &[&str] = &[
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+];
+
+/// The rule for an answered PUT: 5xx, 429 and the throttling codes are transient; any other
+/// 4xx (a 403 from wrong credentials, a missing bucket) waits for an operator.
+pub fn verdict(status: u16, code: &str) -> Verdict {
+    if status >= 500 || status == 429 || THROTTLING_CODES.contains(&code) {
+        Verdict::Retry
     } else {
-        Failure::refused(kind, message)
+        Verdict::Refused
     }
 }
 
@@ -191,5 +197,34 @@ impl S3Sink {
             md5,
             format,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_and_throttling_are_retried_other_refusals_wait() {
+        for (status, code) in [
+            (500, "InternalError"),
+            (503, "SlowDown"),
+            (429, ""),
+            (400, "RequestTimeout"),
+            (400, "Throttling"),
+            (400, "ThrottlingException"),
+            (403, "RequestLimitExceeded"),
+            (400, "TooManyRequestsException"),
+        ] {
+            assert_eq!(verdict(status, code), Verdict::Retry, "{status} {code}");
+        }
+        for (status, code) in [
+            (403, "AccessDenied"),
+            (404, "NoSuchBucket"),
+            (400, "InvalidArgument"),
+            (301, "PermanentRedirect"),
+        ] {
+            assert_eq!(verdict(status, code), Verdict::Refused, "{status} {code}");
+        }
     }
 }

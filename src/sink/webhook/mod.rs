@@ -17,9 +17,20 @@ use bytes::Bytes;
 use http::HeaderName;
 use tracing::info;
 
+pub mod config;
+
+use super::classify::HttpStatuses;
+use super::transport::config::Compression;
 use super::transport::{self, Endpoint, TransportError, WatchedValue};
 use super::{Failure, Sink, SinkError};
-use crate::config::{Compression, WebhookFormat, WebhookSettings};
+use config::{WebhookFormat, WebhookSettings};
+
+/// 408, 429 and every 5xx are retried; any other status (4xx, or a redirect left unfollowed)
+/// is refused for that batch.
+pub const RETRIED: HttpStatuses = HttpStatuses {
+    retried: &[408, 429],
+    server_errors: true,
+};
 use crate::flow::Batch;
 
 /// A running webhook sink.
@@ -92,9 +103,7 @@ impl WebhookSink {
             self.encoded = None;
             return Ok(());
         }
-        let retryable =
-            status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
-        Err(self.endpoint.failure(response, retryable).await)
+        Err(self.endpoint.failure(response, &RETRIED).await)
     }
 }
 
@@ -150,5 +159,16 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&array).unwrap();
         assert_eq!(parsed, serde_json::json!([{"a": 1}, {"b": [2]}]));
         assert_eq!(json_array(b""), b"[]");
+    }
+
+    #[test]
+    fn timeouts_throttling_and_server_errors_are_retried_the_rest_refused() {
+        use crate::sink::classify::Verdict::{Refused, Retry};
+        for status in [408, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(RETRIED.verdict(status), Retry, "{status}");
+        }
+        for status in [301, 400, 401, 403, 404, 409, 413, 422] {
+            assert_eq!(RETRIED.verdict(status), Refused, "{status}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! an fdatasync runs, and one fdatasync acknowledges every batch written before it started.
 
 mod commit;
+pub mod config;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

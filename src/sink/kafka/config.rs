@@ -4,8 +4,16 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::layers::Raw;
-use super::{ConfigError, defaults, parse};
+use crate::config::{ConfigError, Get, parse};
+
+/// `--kafka-topic`.
+pub const TOPIC: &str = "kube-events";
+/// `--kafka-compression`: of lz4 and zstd, lz4 cost less CPU per event on replayed events
+/// (docs/performance.md#kafka-sink); gzip cost almost twice as much.
+pub const COMPRESSION: &str = "lz4";
+
+/// Why `--sink kafka` cannot be used without brokers.
+pub const MISSING: &str = "the kafka sink needs --kafka-brokers HOST:PORT (or KUBE_EVENT_PIPE_KAFKA_BROKERS, or kafka_brokers in the config file)";
 
 /// The environment variable that may hold the SASL password (there is no flag: a flag's value
 /// shows in `ps` and in the pod spec).
@@ -20,7 +28,7 @@ const FIXED_PROPERTIES: &[&str] = &[
     "metadata.broker.list",
 ];
 
-/// Record batch compression; the default is [`defaults::KAFKA_COMPRESSION`].
+/// Record batch compression; the default is [`COMPRESSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -80,7 +88,7 @@ pub struct Secret(pub String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(super::REDACTED)
+        f.write_str(crate::config::REDACTED)
     }
 }
 
@@ -115,9 +123,9 @@ pub struct Tls {
 pub struct KafkaSettings {
     /// Bootstrap brokers, `host:port` each.
     pub brokers: Vec<String>,
-    /// Default [`defaults::KAFKA_TOPIC`].
+    /// Default [`TOPIC`].
     pub topic: String,
-    /// Default [`defaults::KAFKA_COMPRESSION`].
+    /// Default [`COMPRESSION`].
     pub compression: Compression,
     /// Off unless `--kafka-tls` or a TLS file is given.
     pub tls: Option<Tls>,
@@ -139,8 +147,8 @@ impl KafkaSettings {
 }
 
 /// Validates the Kafka options; `None` when no broker is given (the sink is not configured).
-pub(super) fn settings(
-    get: &impl Fn(&str, &[&str]) -> Option<Raw>,
+pub(crate) fn settings(
+    get: &Get<'_>,
     password_env: Option<String>,
 ) -> Result<Option<KafkaSettings>, ConfigError> {
     let Some(brokers_raw) = get("kafka_brokers", &["kafka_brokers"]) else {
@@ -149,23 +157,44 @@ pub(super) fn settings(
     let brokers = brokers_raw.parse(brokers)?;
     let topic = match get("kafka_topic", &["kafka_topic"]) {
         Some(raw) => raw.parse(topic)?,
-        None => defaults::KAFKA_TOPIC.to_string(),
+        None => TOPIC.to_string(),
     };
     let compression = match get("kafka_compression", &["kafka_compression"]) {
         Some(raw) => Compression::from_name(raw.parse(|v| parse::one_of(v, Compression::NAMES))?),
-        None => Compression::from_name(defaults::KAFKA_COMPRESSION),
+        None => Compression::from_name(COMPRESSION),
     };
-    let path = |id: &str| -> Result<Option<PathBuf>, ConfigError> {
-        match get(id, &[id]) {
-            Some(raw) if raw.value.trim().is_empty() => Err(raw.invalid("must be a file path")),
-            Some(raw) => Ok(Some(PathBuf::from(raw.value))),
-            None => Ok(None),
-        }
+    let tls = tls(get)?;
+    let sasl = sasl(get, password_env)?;
+    let properties = match get("kafka_property", &["kafka_property", "kafka_properties"]) {
+        Some(raw) => raw.parse(properties)?,
+        None => Vec::new(),
     };
+    Ok(Some(KafkaSettings {
+        brokers,
+        topic,
+        compression,
+        tls,
+        sasl,
+        properties,
+    }))
+}
+
+/// An optional file path option: given, it must not be blank.
+fn path(get: &Get<'_>, id: &str) -> Result<Option<PathBuf>, ConfigError> {
+    match get(id, &[id]) {
+        Some(raw) if raw.value.trim().is_empty() => Err(raw.invalid("must be a file path")),
+        Some(raw) => Ok(Some(PathBuf::from(raw.value))),
+        None => Ok(None),
+    }
+}
+
+/// TLS is on when asked for or when any of its files is given, and cannot be turned off
+/// while one is.
+fn tls(get: &Get<'_>) -> Result<Option<Tls>, ConfigError> {
     let files = Tls {
-        ca: path("kafka_tls_ca")?,
-        cert: path("kafka_tls_cert")?,
-        key: path("kafka_tls_key")?,
+        ca: path(get, "kafka_tls_ca")?,
+        cert: path(get, "kafka_tls_cert")?,
+        key: path(get, "kafka_tls_key")?,
     };
     if files.cert.is_some() != files.key.is_some() {
         return Err(ConfigError::Conflict(
@@ -173,7 +202,7 @@ pub(super) fn settings(
         ));
     }
     let any_file = files != Tls::default();
-    let tls = match get("kafka_tls", &["kafka_tls"]) {
+    let on = match get("kafka_tls", &["kafka_tls"]) {
         Some(raw) => {
             let on = raw.parse(parse::boolean)?;
             if !on && any_file {
@@ -185,8 +214,12 @@ pub(super) fn settings(
         }
         None => any_file,
     };
-    let tls = tls.then_some(files);
+    Ok(on.then_some(files))
+}
 
+/// SASL needs a mechanism, a user name and a password (a file, else the environment), or
+/// none of them.
+fn sasl(get: &Get<'_>, password_env: Option<String>) -> Result<Option<Sasl>, ConfigError> {
     let mechanism = match get("kafka_sasl_mechanism", &["kafka_sasl_mechanism"]) {
         Some(raw) => Some(
             match raw.parse(|v| parse::one_of(v, &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]))? {
@@ -198,9 +231,9 @@ pub(super) fn settings(
         None => None,
     };
     let username = get("kafka_sasl_username", &["kafka_sasl_username"]);
-    let password_file = path("kafka_sasl_password_file")?;
-    let sasl = match (mechanism, username) {
-        (None, None) if password_file.is_none() => None,
+    let password_file = path(get, "kafka_sasl_password_file")?;
+    match (mechanism, username) {
+        (None, None) if password_file.is_none() => Ok(None),
         (Some(mechanism), Some(user)) => {
             if user.value.is_empty() || user.value.chars().any(char::is_control) {
                 return Err(user.invalid("must be a non-empty name without control characters"));
@@ -214,30 +247,16 @@ pub(super) fn settings(
                     )));
                 }
             };
-            Some(Sasl {
+            Ok(Some(Sasl {
                 mechanism,
                 username: user.value,
                 password,
-            })
+            }))
         }
-        _ => {
-            return Err(ConfigError::Conflict(
-                "SASL needs both --kafka-sasl-mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and --kafka-sasl-username".into(),
-            ));
-        }
-    };
-    let properties = match get("kafka_property", &["kafka_property", "kafka_properties"]) {
-        Some(raw) => raw.parse(properties)?,
-        None => Vec::new(),
-    };
-    Ok(Some(KafkaSettings {
-        brokers,
-        topic,
-        compression,
-        tls,
-        sasl,
-        properties,
-    }))
+        _ => Err(ConfigError::Conflict(
+            "SASL needs both --kafka-sasl-mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) and --kafka-sasl-username".into(),
+        )),
+    }
 }
 
 /// `host:port[,host:port…]`.

@@ -11,8 +11,11 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use thiserror::Error;
 
+pub mod config;
+
 use super::Failure;
-use crate::config::{HeaderSpec, HeaderValueSource, TlsFiles};
+use super::classify::{HttpStatuses, Verdict};
+use config::{HeaderSpec, HeaderValueSource, TlsFiles};
 
 /// Why an HTTP sink cannot start. Not retryable: the operator fixes a file or a value.
 #[derive(Debug, Error)]
@@ -134,93 +137,16 @@ impl Endpoint {
             url: url.to_string(),
             reason: e.to_string(),
         })?;
-        let read = |what: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|source| TransportError::Read {
-                sink,
-                what,
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        let mut builder = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("kube-event-pipe/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &tls.ca {
-            let pem = read("CA file", ca)?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TransportError::Pem {
-                    sink,
-                    what: "CA bundle",
-                    path: ca.clone(),
-                    reason: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(TransportError::Pem {
-                    sink,
-                    what: "CA bundle",
-                    path: ca.clone(),
-                    reason: "no certificate in it".into(),
-                });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
-            let mut pem = read("client certificate", cert)?;
-            pem.push(b'\n');
-            pem.extend(read("client key", key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| TransportError::Pem {
-                sink,
-                what: "client certificate and key",
-                path: cert.clone(),
-                reason: e.to_string(),
-            })?;
-            builder = builder.identity(identity);
-        }
-        let client = builder
-            .build()
-            .map_err(|source| TransportError::Client { sink, source })?;
-
-        let mut parsed = Vec::with_capacity(headers.len());
-        for spec in headers {
-            let name = HeaderName::from_bytes(spec.name.as_bytes()).map_err(|_| {
-                TransportError::Header {
-                    sink,
-                    name: spec.name.clone(),
-                    reason: "not a valid header name".into(),
-                }
-            })?;
-            let header = match &spec.value {
-                HeaderValueSource::Literal(v) => {
-                    let mut value =
-                        HeaderValue::from_str(v).map_err(|_| TransportError::Header {
-                            sink,
-                            name: spec.name.clone(),
-                            reason: "the value holds characters a header cannot carry".into(),
-                        })?;
-                    value.set_sensitive(true);
-                    Header::Fixed(value)
-                }
-                HeaderValueSource::File(path) => {
-                    Header::File(WatchedValue::open(path, "").map_err(|source| {
-                        TransportError::Read {
-                            sink,
-                            what: "header value file",
-                            path: path.clone(),
-                            source,
-                        }
-                    })?)
-                }
-            };
-            parsed.push((name, header));
-        }
+        let client = client(sink, tls, timeout)?;
+        let headers = headers
+            .iter()
+            .map(|spec| header(sink, spec))
+            .collect::<Result<_, _>>()?;
         Ok(Endpoint {
             sink,
             client,
             url,
-            headers: parsed,
+            headers,
         })
     }
 
@@ -285,11 +211,12 @@ impl Endpoint {
         })
     }
 
-    /// The failure a response stands for: `retryable` statuses become `Retry` (at least the
-    /// peer's `Retry-After`), any other `Refused`, both with the status and the start of the
-    /// body, which is where collectors and webhooks say what they did not like.
-    pub async fn failure(&self, response: reqwest::Response, retryable: bool) -> Failure {
+    /// The failure a response that is not a success stands for, by the sink's `rule`: a retry
+    /// (after at least the peer's `Retry-After`) or a refusal, both with the status and the
+    /// start of the body, which is where collectors and webhooks say what they did not like.
+    pub async fn failure(&self, response: reqwest::Response, rule: &HttpStatuses) -> Failure {
         let status = response.status();
+        let retryable = rule.verdict(status.as_u16()) == Verdict::Retry;
         let retry_after = retry_after(response.headers(), SystemTime::now());
         let body = response.bytes().await.unwrap_or_default();
         let error = describe(self.sink, &self.url, status, &body);
@@ -304,6 +231,83 @@ impl Endpoint {
             Failure::Refused { kind, error }
         }
     }
+}
+
+/// The HTTP client: the timeout, the extra CA bundle and the client certificate.
+fn client(
+    sink: &'static str,
+    tls: &TlsFiles,
+    timeout: Duration,
+) -> Result<reqwest::Client, TransportError> {
+    let read = |what: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| TransportError::Read {
+            sink,
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let pem_error = |what: &'static str, path: &Path, reason: String| TransportError::Pem {
+        sink,
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("kube-event-pipe/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &tls.ca {
+        let pem = read("CA file", ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| pem_error("CA bundle", ca, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(pem_error("CA bundle", ca, "no certificate in it".into()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let mut pem = read("client certificate", cert)?;
+        pem.push(b'\n');
+        pem.extend(read("client key", key)?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| pem_error("client certificate and key", cert, e.to_string()))?;
+        builder = builder.identity(identity);
+    }
+    builder
+        .build()
+        .map_err(|source| TransportError::Client { sink, source })
+}
+
+/// One configured header, its value sensitive (kept out of debug output); a file's value is
+/// read now and again whenever the file changes.
+fn header(sink: &'static str, spec: &HeaderSpec) -> Result<(HeaderName, Header), TransportError> {
+    let invalid = |reason: &str| TransportError::Header {
+        sink,
+        name: spec.name.clone(),
+        reason: reason.into(),
+    };
+    let name = HeaderName::from_bytes(spec.name.as_bytes())
+        .map_err(|_| invalid("not a valid header name"))?;
+    let header = match &spec.value {
+        HeaderValueSource::Literal(v) => {
+            let mut value = HeaderValue::from_str(v)
+                .map_err(|_| invalid("the value holds characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            Header::Fixed(value)
+        }
+        HeaderValueSource::File(path) => Header::File(WatchedValue::open(path, "").map_err(
+            |source| TransportError::Read {
+                sink,
+                what: "header value file",
+                path: path.clone(),
+                source,
+            },
+        )?),
+    };
+    Ok((name, header))
 }
 
 /// `HTTP 400 Bad Request from http://host/path: <start of the body>`.
