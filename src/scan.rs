@@ -90,6 +90,70 @@ impl EventFields {
     }
 }
 
+/// Where an object reference's string members are (`involvedObject`, `regarding`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectRefFields {
+    pub api_version: Option<Text>,
+    pub kind: Option<Text>,
+    pub namespace: Option<Text>,
+    pub name: Option<Text>,
+    pub uid: Option<Text>,
+    pub resource_version: Option<Text>,
+    pub field_path: Option<Text>,
+}
+
+/// Where `source`'s members are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceFields {
+    pub component: Option<Text>,
+    pub host: Option<Text>,
+}
+
+/// Every member that a reader of an Event takes (the encoders, the sinks' mappings, the
+/// enrichment, the counters by reason), for a view over the text.
+///
+/// Not read by the sources' pass ([`event`]), which finds only what the key needs: a record is
+/// built for every event received, a view only where a reader wants more than the key. String
+/// members hold `None` when absent or not a string, objects when not an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewFields {
+    pub name: Option<Text>,
+    pub namespace: Option<Text>,
+    pub uid: Option<Text>,
+    pub resource_version: Option<Text>,
+    pub creation_timestamp: Option<Text>,
+    pub involved_object: Option<ObjectRefFields>,
+    /// events.k8s.io's name for the involved object.
+    pub regarding: Option<ObjectRefFields>,
+    pub source: Option<SourceFields>,
+    pub reason: Option<Text>,
+    pub message: Option<Text>,
+    pub event_type: Option<Text>,
+    pub action: Option<Text>,
+    pub reporting_component: Option<Text>,
+    pub reporting_instance: Option<Text>,
+    pub first_timestamp: Option<Text>,
+    pub last_timestamp: Option<Text>,
+    pub event_time: Option<Text>,
+    /// `count` as written, if it is a number.
+    pub count: Option<Range<usize>>,
+}
+
+/// An encoded line: the Event's members at its top level, and what the encoders add around
+/// it (eventrouter's wrapper, the cluster name, the enrichment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineFields {
+    /// The members of the line's own object, read as an Event's.
+    pub top: ViewFields,
+    /// Whether `verb` is a string: with `wrapped`, the line is eventrouter's wrapper.
+    pub verb: bool,
+    /// The `event` member, when it is an object.
+    pub wrapped: Option<ViewFields>,
+    pub cluster: Option<Text>,
+    /// The `enrichment` member's span, when it is an object.
+    pub enrichment: Option<Range<usize>>,
+}
+
 /// What a list response holds: its version, continue token and items.
 #[derive(Debug, Default)]
 pub struct ListFields {
@@ -169,6 +233,42 @@ pub fn list(text: &str) -> Result<ListFields, ScanError> {
                 }
             })?,
             _ => s.value(1)?,
+        }
+        Ok(())
+    })?;
+    s.end()?;
+    Ok(out)
+}
+
+/// Scans `text` as one JSON object holding an Event, reading every member a view offers.
+pub fn event_view(text: &str) -> Result<ViewFields, ScanError> {
+    let mut s = Scanner::new(text);
+    s.ws();
+    let fields = s.view_object()?;
+    s.end()?;
+    Ok(fields)
+}
+
+/// Scans an encoded line: an Event, or eventrouter's `{"verb", "event", "old_event"}`, with
+/// the `cluster` and `enrichment` members the encoders add.
+pub fn line(text: &str) -> Result<LineFields, ScanError> {
+    let mut s = Scanner::new(text);
+    s.ws();
+    let mut out = LineFields::default();
+    s.object(0, |s, key| {
+        match (key, s.peek()) {
+            (b"verb", Some(b'"')) => {
+                s.string()?;
+                out.verb = true;
+            }
+            (b"event", Some(b'{')) => out.wrapped = Some(s.view_object()?),
+            (b"cluster", Some(b'"')) => out.cluster = Some(s.string()?),
+            (b"enrichment", Some(b'{')) => {
+                let start = s.i;
+                s.value(1)?;
+                out.enrichment = Some(start..s.i);
+            }
+            _ => s.view_member(&mut out.top, key)?,
         }
         Ok(())
     })?;
@@ -273,6 +373,92 @@ impl<'a> Scanner<'a> {
         Ok(f)
     }
 
+    /// An Event object read for a view: see [`ViewFields`].
+    fn view_object(&mut self) -> Result<ViewFields, ScanError> {
+        let mut f = ViewFields::default();
+        self.object(0, |s, key| s.view_member(&mut f, key))?;
+        Ok(f)
+    }
+
+    /// One member of an Event's object, at depth 1, for a view.
+    fn view_member(&mut self, f: &mut ViewFields, key: &[u8]) -> Result<(), ScanError> {
+        let object = self.peek() == Some(b'{');
+        let slot = match key {
+            b"metadata" if object => {
+                return self.object(1, |s, key| {
+                    let slot = match key {
+                        b"name" => &mut f.name,
+                        b"namespace" => &mut f.namespace,
+                        b"uid" => &mut f.uid,
+                        b"resourceVersion" => &mut f.resource_version,
+                        b"creationTimestamp" => &mut f.creation_timestamp,
+                        _ => return s.value(2),
+                    };
+                    *slot = s.string_or_skip(2)?;
+                    Ok(())
+                });
+            }
+            b"involvedObject" if object => {
+                f.involved_object = Some(self.object_ref()?);
+                return Ok(());
+            }
+            b"regarding" if object => {
+                f.regarding = Some(self.object_ref()?);
+                return Ok(());
+            }
+            b"source" if object => {
+                let mut source = SourceFields::default();
+                self.object(1, |s, key| {
+                    let slot = match key {
+                        b"component" => &mut source.component,
+                        b"host" => &mut source.host,
+                        _ => return s.value(2),
+                    };
+                    *slot = s.string_or_skip(2)?;
+                    Ok(())
+                })?;
+                f.source = Some(source);
+                return Ok(());
+            }
+            b"count" => {
+                f.count = self.number_or_skip(1)?;
+                return Ok(());
+            }
+            b"reason" => &mut f.reason,
+            b"message" => &mut f.message,
+            b"type" => &mut f.event_type,
+            b"action" => &mut f.action,
+            b"reportingComponent" => &mut f.reporting_component,
+            b"reportingInstance" => &mut f.reporting_instance,
+            b"firstTimestamp" => &mut f.first_timestamp,
+            b"lastTimestamp" => &mut f.last_timestamp,
+            b"eventTime" => &mut f.event_time,
+            _ => return self.value(1),
+        };
+        *slot = self.string_or_skip(1)?;
+        Ok(())
+    }
+
+    /// An object reference's members, at depth 1.
+    fn object_ref(&mut self) -> Result<ObjectRefFields, ScanError> {
+        let mut o = ObjectRefFields::default();
+        self.object(1, |s, key| {
+            let slot = match key {
+                b"apiVersion" => &mut o.api_version,
+                b"kind" => &mut o.kind,
+                b"namespace" => &mut o.namespace,
+                b"name" => &mut o.name,
+                b"uid" => &mut o.uid,
+                b"resourceVersion" => &mut o.resource_version,
+                b"fieldPath" => &mut o.field_path,
+                _ => return s.value(2),
+            };
+            *slot = s.string_or_skip(2)?;
+            Ok(())
+        })?;
+        Ok(o)
+    }
+
     /// An object; `member` is called with each key, positioned at its value, and must consume
     /// the value. Keys with escapes are passed as written (no wanted key has one).
     fn object(
@@ -364,6 +550,14 @@ impl<'a> Scanner<'a> {
     fn number_or_skip(&mut self, depth: usize) -> Result<Option<Range<usize>>, ScanError> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.number().map(Some),
+            _ => self.value(depth).map(|()| None),
+        }
+    }
+
+    /// A string's contents, or `None` (after skipping it) for any other value.
+    fn string_or_skip(&mut self, depth: usize) -> Result<Option<Text>, ScanError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Some),
             _ => self.value(depth).map(|()| None),
         }
     }
@@ -515,6 +709,51 @@ mod tests {
     }
 
     #[test]
+    fn a_view_reads_every_member_its_readers_take() {
+        let f = event_view(EVENT).unwrap();
+        let v = |t: &Option<Text>| t.as_ref().map(|t| t.value(EVENT).into_owned());
+        assert_eq!(v(&f.name).as_deref(), Some("web-1.17f3"));
+        assert_eq!(v(&f.reason).as_deref(), Some("BackOff"));
+        assert_eq!(
+            v(&f.message).as_deref(),
+            Some("Back-off \"restarting\" failed container\n\u{e9}")
+        );
+        assert_eq!(v(&f.event_type).as_deref(), Some("Warning"));
+        // `eventTime` is null: absent, as for serde's `Option`.
+        assert_eq!(f.event_time, None);
+        let involved = f.involved_object.unwrap();
+        assert_eq!(v(&involved.kind).as_deref(), Some("Pod"));
+        assert_eq!(involved.namespace, None);
+        assert_eq!(&EVENT[f.count.unwrap()], "7");
+        // A member of the wrong type reads as absent, and the rest is still read.
+        let odd = r#"{"reason":5,"source":"kubelet","type":"Normal"}"#;
+        let f = event_view(odd).unwrap();
+        assert_eq!((f.reason, f.source), (None, None));
+        assert_eq!(f.event_type.unwrap().value(odd), "Normal");
+    }
+
+    #[test]
+    fn a_line_is_read_inside_eventrouters_wrapper() {
+        let raw = format!(
+            r#"{{"cluster":"c",{},"enrichment":{{"node":{{"name":"n"}}}}}}"#,
+            &EVENT[1..EVENT.len() - 1]
+        );
+        let l = line(&raw).unwrap();
+        assert!(!l.verb && l.wrapped.is_none());
+        assert_eq!(l.cluster.unwrap().value(&raw), "c");
+        assert_eq!(&raw[l.enrichment.unwrap()], r#"{"node":{"name":"n"}}"#);
+        assert_eq!(l.top.reason.unwrap().value(&raw), "BackOff");
+        let wrapped = format!(r#"{{"verb":"UPDATED","event":{EVENT},"old_event":{EVENT}}}"#);
+        let l = line(&wrapped).unwrap();
+        assert!(l.verb);
+        assert_eq!(l.top.reason, None);
+        assert_eq!(
+            l.wrapped.unwrap().reason.unwrap().value(&wrapped),
+            "BackOff"
+        );
+    }
+
+    #[test]
     fn escaped_names_are_decoded() {
         let text = r#"{"metadata":{"name":"a\u002db\"c"}}"#;
         let f = event(text).unwrap();
@@ -631,6 +870,8 @@ mod tests {
             }
             if let Ok(text) = std::str::from_utf8(&bytes) {
                 prop_assert_eq!(validate(text).is_ok(), serde_accepts(text), "{}", text);
+                prop_assert_eq!(event_view(text).is_ok(), event(text).is_ok());
+                prop_assert_eq!(line(text).is_ok(), event(text).is_ok());
                 if let Ok(f) = event(text) {
                     let v: serde_json::Value = serde_json::from_str(text).unwrap();
                     let name = f.name.map(|n| n.value(text).into_owned());
