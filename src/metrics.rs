@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogram};
 
+use crate::event::EventView;
+
 pub const EVENTS_RECEIVED: &str = "kube_event_pipe_events_received_total";
 pub const EVENTS_EMITTED: &str = "kube_event_pipe_events_emitted_total";
 pub const DUPLICATES_DROPPED: &str = "kube_event_pipe_duplicates_dropped_total";
@@ -196,21 +198,19 @@ pub struct ReasonCounters {
 }
 
 impl ReasonCounters {
-    /// Counts one occurrence of the raw Event JSON. Fields that are missing count as empty.
+    /// Counts one occurrence of the raw Event JSON. Fields that are missing count as empty;
+    /// text that is not an Event object counts nothing.
     pub fn count(&mut self, raw: &str) {
-        #[derive(serde::Deserialize)]
-        struct Fields<'a> {
-            #[serde(borrow, default, rename = "type")]
-            kind: Option<std::borrow::Cow<'a, str>>,
-            #[serde(borrow, default)]
-            reason: Option<std::borrow::Cow<'a, str>>,
+        if let Ok(event) = EventView::parse(raw) {
+            self.count_event(&event);
         }
-        let Ok(fields) = serde_json::from_str::<Fields<'_>>(raw) else {
-            return;
-        };
-        let kind = fields.kind.as_deref().unwrap_or("");
-        let reason = fields.reason.as_deref().unwrap_or("");
-        self.counter(kind, reason).increment(1);
+    }
+
+    /// Counts one occurrence of the Event `event` views (of a record, or of a delivered line).
+    pub fn count_event(&mut self, event: &EventView<'_>) {
+        let kind = event.event_type().unwrap_or_default();
+        let reason = event.reason().unwrap_or_default();
+        self.counter(&kind, &reason).increment(1);
     }
 
     fn counter(&mut self, kind: &str, reason: &str) -> &Counter {

@@ -11,6 +11,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
+mod view;
+
+pub use view::{LineFields, ObjectRefFields, SourceFields, ViewFields, event_view, line};
+
 /// Why a text is not the JSON the pipe expected, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanError {
@@ -204,6 +208,18 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
+    }
+
+    /// Whether the next value is a string.
+    #[inline]
+    fn at_string(&self) -> bool {
+        self.peek() == Some(b'"')
+    }
+
+    /// Whether the next value is an object.
+    #[inline]
+    fn at_object(&self) -> bool {
+        self.peek() == Some(b'{')
     }
 
     #[inline]
@@ -515,6 +531,51 @@ mod tests {
     }
 
     #[test]
+    fn a_view_reads_every_member_its_readers_take() {
+        let f = event_view(EVENT).unwrap();
+        let v = |t: &Option<Text>| t.as_ref().map(|t| t.value(EVENT).into_owned());
+        assert_eq!(v(&f.name).as_deref(), Some("web-1.17f3"));
+        assert_eq!(v(&f.reason).as_deref(), Some("BackOff"));
+        assert_eq!(
+            v(&f.message).as_deref(),
+            Some("Back-off \"restarting\" failed container\n\u{e9}")
+        );
+        assert_eq!(v(&f.event_type).as_deref(), Some("Warning"));
+        // `eventTime` is null: absent, as for serde's `Option`.
+        assert_eq!(f.event_time, None);
+        let involved = f.involved_object.unwrap();
+        assert_eq!(v(&involved.kind).as_deref(), Some("Pod"));
+        assert_eq!(involved.namespace, None);
+        assert_eq!(&EVENT[f.count.unwrap()], "7");
+        // A member of the wrong type reads as absent, and the rest is still read.
+        let odd = r#"{"reason":5,"source":"kubelet","type":"Normal"}"#;
+        let f = event_view(odd).unwrap();
+        assert_eq!((f.reason, f.source), (None, None));
+        assert_eq!(f.event_type.unwrap().value(odd), "Normal");
+    }
+
+    #[test]
+    fn a_line_is_read_inside_eventrouters_wrapper() {
+        let raw = format!(
+            r#"{{"cluster":"c",{},"enrichment":{{"node":{{"name":"n"}}}}}}"#,
+            &EVENT[1..EVENT.len() - 1]
+        );
+        let l = line(&raw).unwrap();
+        assert!(!l.verb && l.wrapped.is_none());
+        assert_eq!(l.cluster.unwrap().value(&raw), "c");
+        assert_eq!(&raw[l.enrichment.unwrap()], r#"{"node":{"name":"n"}}"#);
+        assert_eq!(l.top.reason.unwrap().value(&raw), "BackOff");
+        let wrapped = format!(r#"{{"verb":"UPDATED","event":{EVENT},"old_event":{EVENT}}}"#);
+        let l = line(&wrapped).unwrap();
+        assert!(l.verb);
+        assert_eq!(l.top.reason, None);
+        assert_eq!(
+            l.wrapped.unwrap().reason.unwrap().value(&wrapped),
+            "BackOff"
+        );
+    }
+
+    #[test]
     fn escaped_names_are_decoded() {
         let text = r#"{"metadata":{"name":"a\u002db\"c"}}"#;
         let f = event(text).unwrap();
@@ -631,6 +692,8 @@ mod tests {
             }
             if let Ok(text) = std::str::from_utf8(&bytes) {
                 prop_assert_eq!(validate(text).is_ok(), serde_accepts(text), "{}", text);
+                prop_assert_eq!(event_view(text).is_ok(), event(text).is_ok());
+                prop_assert_eq!(line(text).is_ok(), event(text).is_ok());
                 if let Ok(f) = event(text) {
                     let v: serde_json::Value = serde_json::from_str(text).unwrap();
                     let name = f.name.map(|n| n.value(text).into_owned());

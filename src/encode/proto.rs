@@ -1,8 +1,8 @@
 //! Protobuf records (`proto/kube_event_pipe.proto`) for S3 objects: the Event's main fields,
 //! typed, and its raw JSON, so a reader can query without parsing JSON and still lose nothing.
 //!
-//! Building a record parses the Event's JSON, which the JSON-lines path never does; the pipeline
-//! builds an encoder only when an S3 sink writes protobuf.
+//! Building a record reads the Event's view (one more scan of its JSON), which the JSON-lines
+//! path never does; the pipeline builds an encoder only when an S3 sink writes protobuf.
 
 use std::borrow::Cow;
 
@@ -10,7 +10,7 @@ use prost::Message;
 use serde::Deserialize;
 
 use crate::encode::json::write_compact;
-use crate::event::{Change, EventRecord};
+use crate::event::{Change, EventRecord, EventView};
 
 /// The generated types of `proto/kube_event_pipe.proto`.
 pub mod schema {
@@ -22,74 +22,6 @@ pub mod schema {
 #[derive(Debug, Clone)]
 pub struct ProtoEncoder {
     cluster: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct EventFields<'a> {
-    #[serde(borrow)]
-    metadata: Meta<'a>,
-    #[serde(borrow)]
-    first_timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    last_timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    event_time: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    reason: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    involved_object: Option<ObjectRef<'a>>,
-    #[serde(borrow)]
-    source: Option<Source<'a>>,
-    #[serde(borrow)]
-    reporting_component: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    reporting_instance: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    action: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct Meta<'a> {
-    #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    resource_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    creation_timestamp: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct ObjectRef<'a> {
-    #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    resource_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    field_path: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Source<'a> {
-    #[serde(borrow)]
-    component: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    host: Option<Cow<'a, str>>,
 }
 
 fn text(v: Option<Cow<'_, str>>) -> String {
@@ -106,38 +38,38 @@ impl ProtoEncoder {
     /// The record for one event. Fields the Event lacks, or holds with an unexpected type, are
     /// left empty rather than failing: `raw_json` still carries everything.
     pub fn record(&self, record: &EventRecord) -> schema::EventRecord {
-        let fields: EventFields<'_> = serde_json::from_str(record.raw.get()).unwrap_or_default();
+        let view = EventView::of(record);
         let mut raw_json = Vec::with_capacity(record.raw.get().len());
         write_compact(record.raw.get(), &mut raw_json);
         schema::EventRecord {
-            uid: text(fields.metadata.uid),
+            uid: text(view.uid()),
             namespace: record.namespace().to_string(),
             name: record.name().to_string(),
-            resource_version: text(fields.metadata.resource_version),
-            first_timestamp: text(fields.first_timestamp),
-            last_timestamp: text(fields.last_timestamp),
-            event_time: text(fields.event_time),
-            creation_timestamp: text(fields.metadata.creation_timestamp),
-            reason: text(fields.reason),
-            message: text(fields.message),
-            r#type: text(fields.kind),
-            involved_object: fields.involved_object.map(|o| schema::ObjectReference {
-                kind: text(o.kind),
-                namespace: text(o.namespace),
-                name: text(o.name),
-                uid: text(o.uid),
-                api_version: text(o.api_version),
-                resource_version: text(o.resource_version),
-                field_path: text(o.field_path),
+            resource_version: text(view.resource_version()),
+            first_timestamp: text(view.first_timestamp()),
+            last_timestamp: text(view.last_timestamp()),
+            event_time: text(view.event_time()),
+            creation_timestamp: text(view.creation_timestamp()),
+            reason: text(view.reason()),
+            message: text(view.message()),
+            r#type: text(view.event_type()),
+            involved_object: view.involved_object().map(|o| schema::ObjectReference {
+                kind: text(o.kind()),
+                namespace: text(o.namespace()),
+                name: text(o.name()),
+                uid: text(o.uid()),
+                api_version: text(o.api_version()),
+                resource_version: text(o.resource_version()),
+                field_path: text(o.field_path()),
             }),
-            source: fields.source.map(|s| schema::EventSource {
-                component: text(s.component),
-                host: text(s.host),
+            source: view.source().map(|s| schema::EventSource {
+                component: text(s.component()),
+                host: text(s.host()),
             }),
             count: record.count,
-            reporting_controller: text(fields.reporting_component),
-            reporting_instance: text(fields.reporting_instance),
-            action: text(fields.action),
+            reporting_controller: text(view.reporting_component()),
+            reporting_instance: text(view.reporting_instance()),
+            action: text(view.action()),
             change: match record.change {
                 Change::Added => "ADDED",
                 Change::Modified => "MODIFIED",

@@ -14,12 +14,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde_json::value::RawValue;
 use thiserror::Error;
 
 use super::Failure;
 use crate::flow::Batch;
 use crate::metrics::DEAD_LETTERS;
+use crate::scan;
 
 /// Dead-letter failures. At startup (`Open`) fatal; while running, the batch stays unacked and
 /// is retried like any failed delivery, so a full disk delays the pipe but loses nothing.
@@ -134,38 +134,47 @@ pub fn outcome(
     }
 }
 
-/// The dead-letter lines of a batch: each event line wrapped with the sink, time and reason.
+/// The dead-letter lines of a batch: each event line wrapped with the sink, time and reason,
+/// `{"sink":…,"time":…,"reason":…,"event":<the line>}`. A line that is not JSON (it cannot
+/// come from our encoders) is kept as text in `line` instead of `event`.
 fn render(sink: &str, time: &str, reason: &str, lines: &[u8]) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Letter<'a> {
-        sink: &'a str,
-        time: &'a str,
-        reason: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        event: Option<&'a RawValue>,
-        /// A line that is not JSON (it cannot come from our encoders) is kept as text.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        line: Option<&'a str>,
-    }
     let mut out = Vec::with_capacity(lines.len() + lines.len() / 4);
     for line in lines.split(|b| *b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let event: Option<&RawValue> = serde_json::from_slice(line).ok();
-        let text = String::from_utf8_lossy(line);
-        let letter = Letter {
-            sink,
-            time,
-            reason,
-            event,
-            line: event.is_none().then_some(text.as_ref()),
-        };
-        // Serializing strings and raw JSON into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &letter);
-        out.push(b'\n');
+        out.extend_from_slice(b"{\"sink\":");
+        push_string(&mut out, sink);
+        out.extend_from_slice(b",\"time\":");
+        push_string(&mut out, time);
+        out.extend_from_slice(b",\"reason\":");
+        push_string(&mut out, reason);
+        match json_text(line) {
+            Some(event) => {
+                out.extend_from_slice(b",\"event\":");
+                out.extend_from_slice(event.as_bytes());
+            }
+            None => {
+                out.extend_from_slice(b",\"line\":");
+                push_string(&mut out, &String::from_utf8_lossy(line));
+            }
+        }
+        out.extend_from_slice(b"}\n");
     }
     out
+}
+
+/// The line as JSON text without the whitespace around it, if the scanner finds it to be one
+/// JSON value.
+fn json_text(line: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(line).ok()?;
+    scan::validate(text).ok()?;
+    Some(text.trim_matches([' ', '\t', '\n', '\r']))
+}
+
+fn push_string(out: &mut Vec<u8>, text: &str) {
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 #[cfg(test)]
@@ -228,6 +237,55 @@ mod tests {
             paths.iter().collect::<std::collections::HashSet<_>>().len(),
             3
         );
+    }
+
+    /// The letters as serde wrote them before: the same bytes, line for line.
+    fn render_with_serde(sink: &str, time: &str, reason: &str, lines: &[u8]) -> Vec<u8> {
+        use serde_json::value::RawValue;
+        #[derive(serde::Serialize)]
+        struct Letter<'a> {
+            sink: &'a str,
+            time: &'a str,
+            reason: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            event: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            line: Option<&'a str>,
+        }
+        let mut out = Vec::new();
+        for line in lines.split(|b| *b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let event: Option<&RawValue> = serde_json::from_slice(line).ok();
+            let text = String::from_utf8_lossy(line);
+            let letter = Letter {
+                sink,
+                time,
+                reason,
+                event,
+                line: event.is_none().then_some(text.as_ref()),
+            };
+            serde_json::to_writer(&mut out, &letter).unwrap();
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn letters_are_written_as_serde_wrote_them() {
+        let lines: &[u8] = b"{\"a\":1}\n  {\"b\":[1, 2]} \r\nnot json\n{\"c\":\"\xff\"}\n\t\n\"s\\u00e9\"\n{\"d\":\"\\ud800\"}\n";
+        for (sink, reason) in [("otlp", "HTTP 400 \"bad\"\n\u{e9}"), ("http", "")] {
+            assert_eq!(
+                String::from_utf8_lossy(&render(sink, "2026-01-01T00:00:00Z", reason, lines)),
+                String::from_utf8_lossy(&render_with_serde(
+                    sink,
+                    "2026-01-01T00:00:00Z",
+                    reason,
+                    lines
+                ))
+            );
+        }
     }
 
     #[test]

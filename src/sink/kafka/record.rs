@@ -7,31 +7,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
-/// The fields of a line the record needs. Raw lines are the Event; eventrouter lines wrap it in
-/// `event`. Every other field is skipped (serde_json still checks its syntax).
-#[derive(Debug, Default, Deserialize)]
-struct Line<'a> {
-    #[serde(rename = "involvedObject", borrow, default)]
-    involved_object: Option<ObjectRef<'a>>,
-    #[serde(rename = "type", borrow, default)]
-    event_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reason: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    event: Option<Box<Line<'a>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ObjectRef<'a> {
-    #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-}
+use crate::event::LineView;
 
 /// A record's key and headers.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -45,30 +21,27 @@ pub struct RecordMeta {
     pub reason: Option<String>,
 }
 
-/// Reads a line's key and headers. A line that is not the JSON the pipe writes (which cannot
-/// happen: the scanner validated it) yields an empty `RecordMeta`, never an error: the record
-/// is still delivered, only without a key.
+/// Reads a line's key and headers: raw lines are the Event, eventrouter lines wrap it in
+/// `event`. A line that is not the JSON the pipe writes (which cannot happen: the scanner
+/// validated it) yields an empty `RecordMeta`, never an error: the record is still delivered,
+/// only without a key.
 pub fn meta(line: &[u8]) -> RecordMeta {
-    let Ok(parsed) = serde_json::from_slice::<Line<'_>>(line) else {
+    let Some(line) = LineView::parse_bytes(line) else {
         return RecordMeta::default();
     };
-    // eventrouter's wrapper: the Event is under `event`.
-    let event = match parsed.event {
-        Some(inner) if parsed.involved_object.is_none() => *inner,
-        _ => parsed,
-    };
-    let key = event.involved_object.and_then(|o| {
-        let kind = o.kind?;
-        let name = o.name?;
+    let event = line.event();
+    let key = event.involved_object().and_then(|o| {
+        let kind = o.kind()?;
+        let name = o.name()?;
         Some(format!(
             "{}/{kind}/{name}",
-            o.namespace.as_deref().unwrap_or("")
+            o.namespace().as_deref().unwrap_or("")
         ))
     });
     RecordMeta {
         key,
-        event_type: event.event_type.map(Cow::into_owned),
-        reason: event.reason.map(Cow::into_owned),
+        event_type: event.event_type().map(Cow::into_owned),
+        reason: event.reason().map(Cow::into_owned),
     }
 }
 

@@ -20,6 +20,8 @@
 //!
 //! Pure code over bytes: no I/O, so every rule is tested on literal lines.
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value as OtlpValue,
@@ -27,6 +29,8 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::{Map, Value};
+
+use crate::event::{EventView, LineView};
 
 pub use crate::config::OtlpBody as BodyMode;
 
@@ -49,14 +53,8 @@ pub fn export_request(
 }
 
 fn resource_logs(line: &[u8], body: BodyMode, observed_unix_nano: u64) -> ResourceLogs {
-    let scope = Some(InstrumentationScope {
-        name: SCOPE_NAME.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    });
     let text = String::from_utf8_lossy(line);
-    let parsed: Option<Map<String, Value>> = serde_json::from_slice(line).ok();
-    let Some(line_object) = parsed else {
+    let Some(view) = LineView::parse_bytes(line) else {
         // Lines come from our own encoder, so this does not happen; if it did, the line is
         // still delivered whole rather than dropped.
         let record = LogRecord {
@@ -64,73 +62,112 @@ fn resource_logs(line: &[u8], body: BodyMode, observed_unix_nano: u64) -> Resour
             body: Some(string_value(text.into_owned())),
             ..Default::default()
         };
-        return ResourceLogs {
-            resource: Some(Resource::default()),
-            scope_logs: vec![ScopeLogs {
-                scope,
-                log_records: vec![record],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        return one_record(Resource::default(), record);
     };
-    // `--format eventrouter` wraps the Event: {"verb", "event", "old_event"}.
-    let event = match (line_object.get("verb"), line_object.get("event")) {
-        (Some(Value::String(_)), Some(Value::Object(event))) => event,
-        _ => &line_object,
+    let event = view.event();
+    let event_type = event.event_type().unwrap_or_default();
+    let severity = severity(&event_type);
+    let body = match body {
+        BodyMode::Message => event.message().unwrap_or_default().into_owned(),
+        BodyMode::Event => text.trim_end().to_string(),
     };
-    let involved = event.get("involvedObject");
-    let metadata = event.get("metadata");
+    let record = LogRecord {
+        time_unix_nano: event_time(event),
+        observed_time_unix_nano: observed_unix_nano,
+        severity_number: severity.map_or(0, |s| s as i32),
+        severity_text: if severity.is_some() {
+            event_type.into_owned()
+        } else {
+            String::new()
+        },
+        body: Some(string_value(body)),
+        attributes: record_attributes(event),
+        ..Default::default()
+    };
+    let resource = Resource {
+        attributes: resource_attributes(&view),
+        ..Default::default()
+    };
+    one_record(resource, record)
+}
 
+/// The `ResourceLogs` of one record under the pipe's instrumentation scope.
+fn one_record(resource: Resource, record: LogRecord) -> ResourceLogs {
+    let scope = Some(InstrumentationScope {
+        name: SCOPE_NAME.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    });
+    ResourceLogs {
+        resource: Some(resource),
+        scope_logs: vec![ScopeLogs {
+            scope,
+            log_records: vec![record],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The resource: the involved object and its node, the cluster, and the enrichment.
+fn resource_attributes(line: &LineView<'_>) -> Vec<KeyValue> {
+    let event = line.event();
+    let involved = event.involved_object();
+    let text = |v: Option<Cow<'_, str>>| v.unwrap_or_default().into_owned();
+    let host = text(event.source().and_then(|s| s.host()));
+    let kind = text(involved.and_then(|o| o.kind()));
     let mut resource = vec![
-        kv_str("k8s.node.name", text_at(event.get("source"), "host")),
-        kv_str("k8s.object.kind", text_at(involved, "kind")),
-        kv_str("k8s.object.name", text_at(involved, "name")),
-        kv_str("k8s.object.uid", text_at(involved, "uid")),
-        kv_str("k8s.object.fieldpath", text_at(involved, "fieldPath")),
-        kv_str("k8s.object.api_version", text_at(involved, "apiVersion")),
+        kv_str("k8s.node.name", &host),
+        kv_str("k8s.object.kind", &kind),
+        kv_str("k8s.object.name", &text(involved.and_then(|o| o.name()))),
+        kv_str("k8s.object.uid", &text(involved.and_then(|o| o.uid()))),
+        kv_str(
+            "k8s.object.fieldpath",
+            &text(involved.and_then(|o| o.field_path())),
+        ),
+        kv_str(
+            "k8s.object.api_version",
+            &text(involved.and_then(|o| o.api_version())),
+        ),
         kv_str(
             "k8s.object.resource_version",
-            text_at(involved, "resourceVersion"),
+            &text(involved.and_then(|o| o.resource_version())),
         ),
     ];
-    if let Some(Value::String(cluster)) = line_object.get("cluster") {
-        resource.push(kv_str("k8s.cluster.name", cluster));
+    if let Some(cluster) = line.cluster() {
+        resource.push(kv_str("k8s.cluster.name", &cluster));
     }
-    if let Some(Value::Object(enrichment)) = line_object.get("enrichment") {
-        enrichment_attributes(enrichment, text_at(involved, "kind"), &mut resource);
+    // The enrichment stage wrote this object itself; one that cannot be read adds nothing.
+    if let Some(enrichment) = line
+        .enrichment()
+        .and_then(|e| serde_json::from_str::<Map<String, Value>>(e).ok())
+    {
+        enrichment_attributes(&enrichment, &kind, &mut resource);
     }
+    resource
+}
 
-    let event_type = str_member(event, "type");
-    let severity = match event_type.to_ascii_lowercase().as_str() {
-        "normal" => Some(SeverityNumber::Info),
-        "warning" => Some(SeverityNumber::Warn),
-        "error" => Some(SeverityNumber::Error),
-        "critical" => Some(SeverityNumber::Fatal),
-        _ => None,
-    };
-    let time = ["eventTime", "lastTimestamp", "firstTimestamp"]
-        .iter()
-        .find_map(|field| match event.get(*field) {
-            Some(Value::String(t)) => unix_nanos(t),
-            _ => None,
-        })
-        .unwrap_or(0);
-
+/// The record's attributes: the event's reason, action, start, name and uid, the involved
+/// object's namespace, and the count when it is not 0.
+fn record_attributes(event: &EventView<'_>) -> Vec<KeyValue> {
+    let or_empty = |v: Option<Cow<'_, str>>| v.unwrap_or_default().into_owned();
+    let namespace = event
+        .involved_object()
+        .and_then(|o| o.namespace())
+        .unwrap_or_default();
+    let start = event.creation_timestamp().unwrap_or_default();
     let mut attributes = vec![
-        kv_str("k8s.event.reason", str_member(event, "reason")),
-        kv_str("k8s.event.action", str_member(event, "action")),
-        kv_str(
-            "k8s.event.start_time",
-            &go_time_string(text_at(metadata, "creationTimestamp")),
-        ),
-        kv_str("k8s.event.name", text_at(metadata, "name")),
-        kv_str("k8s.event.uid", text_at(metadata, "uid")),
-        kv_str("k8s.namespace.name", text_at(involved, "namespace")),
+        kv_str("k8s.event.reason", &or_empty(event.reason())),
+        kv_str("k8s.event.action", &or_empty(event.action())),
+        kv_str("k8s.event.start_time", &go_time_string(&start)),
+        kv_str("k8s.event.name", &or_empty(event.name())),
+        kv_str("k8s.event.uid", &or_empty(event.uid())),
+        kv_str("k8s.namespace.name", &namespace),
     ];
+    // As serde_json reads a number as an i64: integers only, in range.
     if let Some(count) = event
-        .get("count")
-        .and_then(Value::as_i64)
+        .count()
+        .and_then(|c| c.parse::<i64>().ok())
         .filter(|c| *c != 0)
     {
         attributes.push(KeyValue {
@@ -141,36 +178,32 @@ fn resource_logs(line: &[u8], body: BodyMode, observed_unix_nano: u64) -> Resour
             ..Default::default()
         });
     }
+    attributes
+}
 
-    let body = match body {
-        BodyMode::Message => str_member(event, "message").to_string(),
-        BodyMode::Event => text.trim_end().to_string(),
-    };
-    let record = LogRecord {
-        time_unix_nano: time,
-        observed_time_unix_nano: observed_unix_nano,
-        severity_number: severity.map_or(0, |s| s as i32),
-        severity_text: if severity.is_some() {
-            event_type.to_string()
-        } else {
-            String::new()
-        },
-        body: Some(string_value(body)),
-        attributes,
-        ..Default::default()
-    };
-    ResourceLogs {
-        resource: Some(Resource {
-            attributes: resource,
-            ..Default::default()
-        }),
-        scope_logs: vec![ScopeLogs {
-            scope,
-            log_records: vec![record],
-            ..Default::default()
-        }],
-        ..Default::default()
+/// Severity by `type`, as the receiver maps it.
+fn severity(event_type: &str) -> Option<SeverityNumber> {
+    match event_type.to_ascii_lowercase().as_str() {
+        "normal" => Some(SeverityNumber::Info),
+        "warning" => Some(SeverityNumber::Warn),
+        "error" => Some(SeverityNumber::Error),
+        "critical" => Some(SeverityNumber::Fatal),
+        _ => None,
     }
+}
+
+/// The record's time: `eventTime`, else `lastTimestamp`, else `firstTimestamp` (the first that
+/// is a readable time), else 0.
+fn event_time(event: &EventView<'_>) -> u64 {
+    [
+        event.event_time(),
+        event.last_timestamp(),
+        event.first_timestamp(),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|t| unix_nanos(&t))
+    .unwrap_or(0)
 }
 
 /// The `enrichment` member as resource attributes, named as the OpenTelemetry semantic
@@ -257,10 +290,6 @@ fn text_at<'a>(object: Option<&'a Value>, member: &str) -> &'a str {
         .and_then(|o| o.get(member))
         .and_then(Value::as_str)
         .unwrap_or("")
-}
-
-fn str_member<'a>(object: &'a Map<String, Value>, member: &str) -> &'a str {
-    object.get(member).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 time (`2020-02-20T08:39:03.935951Z`).

@@ -3,64 +3,27 @@
 //! The event's JSON is kept exactly as the source delivered it. Typed deserialization of a whole
 //! Event would drop fields this version does not know (and cost time on every event); only the few
 //! fields the pipe needs are read out of the raw text, by the one pass in `scan` that also checks it.
+//!
+//! - [`key`]: the occurrence key, whose encoding is part of the filters' file format;
+//! - [`text`]: the shared buffers the records are slices of;
+//! - [`view`]: every other member of an Event, for the readers that want them, read in place.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
-use bytes::Bytes;
 use serde_json::value::RawValue;
 use thiserror::Error;
-use xxhash_rust::xxh3::xxh3_128;
 
 use crate::scan::{self, EventFields};
 
-/// One occurrence of an event: `namespace/name/count`, hashed with xxh3-128.
-///
-/// The hash is persisted (its halves index the on-disk filters), so its input encoding is part
-/// of the file format: the namespace's length (u64 little-endian) and bytes, the name's length
-/// and bytes, then the count as u64 little-endian, hashed with xxh3-128 and seed 0. Length
-/// prefixes keep `a`+`b/c` apart from `a/b`+`c` whatever bytes the names hold. Changing any of
-/// that makes every existing filter forget what it delivered.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OccurrenceKey(pub u128);
+mod key;
+mod text;
+pub mod view;
 
-impl OccurrenceKey {
-    pub fn new(namespace: &str, name: &str, count: u64) -> Self {
-        // One-shot hashing over a stack buffer: the streaming hasher's setup costs more than
-        // hashing a typical 60-byte key. Names are at most 253 bytes, so this is the usual path.
-        let len = 8 + namespace.len() + 8 + name.len() + 8;
-        let mut stack = [0u8; 576];
-        let mut heap = Vec::new();
-        let buf: &mut [u8] = if len <= stack.len() {
-            &mut stack[..len]
-        } else {
-            heap.resize(len, 0);
-            &mut heap
-        };
-        let mut at = 0;
-        for part in [namespace.as_bytes(), name.as_bytes()] {
-            buf[at..at + 8].copy_from_slice(&(part.len() as u64).to_le_bytes());
-            at += 8;
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        buf[at..at + 8].copy_from_slice(&count.to_le_bytes());
-        OccurrenceKey(xxh3_128(buf))
-    }
+pub use key::OccurrenceKey;
+pub use text::{RawJson, SharedText, with_type_meta};
+pub use view::{EventView, LineView, ObjectRef};
 
-    /// The two 64-bit halves that drive double hashing in the filter.
-    #[inline]
-    pub fn halves(self) -> (u64, u64) {
-        ((self.0 >> 64) as u64, self.0 as u64)
-    }
-}
-
-impl fmt::Debug for OccurrenceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OccurrenceKey({:032x})", self.0)
-    }
-}
+use text::FieldText;
 
 /// How the source saw the event. Only additions and modifications can be occurrences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,118 +55,6 @@ pub enum EventError {
     MissingName,
 }
 
-/// Text received in one piece (a list page, a watch line, a replay value), checked once to be
-/// UTF-8, that the records read from it share instead of each copying its part.
-///
-/// Cloning or slicing it takes a reference count, not a copy: the records of a page or of a
-/// watch read are slices of the buffer the bytes arrived in, with no allocation of their own.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SharedText(Bytes);
-
-impl SharedText {
-    pub fn new(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
-        Ok(SharedText(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        // SAFETY: checked in `new` (or built from a `str`), and only ever sliced at char
-        // boundaries (`slice` checks them).
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
-    }
-
-    /// The text at `range`, sharing this buffer. Panics if the range does not fall on char
-    /// boundaries, as slicing a `str` would.
-    fn slice(&self, range: Range<usize>) -> SharedText {
-        let text = self.as_str();
-        assert!(text.is_char_boundary(range.start) && text.is_char_boundary(range.end));
-        SharedText(self.0.slice(range))
-    }
-
-    /// Where `part`, a slice of this text, starts in it; `None` if it is not one.
-    fn offset_of(&self, part: &str) -> Option<usize> {
-        let at = (part.as_ptr() as usize).checked_sub(self.0.as_ptr() as usize)?;
-        (at + part.len() <= self.0.len()).then_some(at)
-    }
-}
-
-impl From<String> for SharedText {
-    fn from(text: String) -> Self {
-        SharedText(Bytes::from(text.into_bytes()))
-    }
-}
-
-impl From<&str> for SharedText {
-    fn from(text: &str) -> Self {
-        SharedText(Bytes::copy_from_slice(text.as_bytes()))
-    }
-}
-
-impl fmt::Debug for SharedText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An Event object's JSON text, exactly as received (or with the `kind` and `apiVersion` a list
-/// item lacks put back), checked to be valid JSON by the scanner that read its fields.
-///
-/// It shares the buffer it was read from: whoever keeps one for long (the prior versions for
-/// `old_event`, a standby's held events) takes a [`RawJson::detached`] copy, so that one small
-/// event does not keep a whole list page in memory.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RawJson(SharedText);
-
-impl RawJson {
-    pub fn get(&self) -> &str {
-        self.0.as_str()
-    }
-
-    /// The same text in a buffer of its own.
-    pub fn detached(&self) -> RawJson {
-        RawJson(SharedText::from(self.get()))
-    }
-}
-
-impl fmt::Debug for RawJson {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.get())
-    }
-}
-
-/// Where a string field's value is: in the record's raw text, or, in the rare case that the
-/// JSON spells it with escapes, decoded on its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum FieldText {
-    At(Range<usize>),
-    Decoded(Box<str>),
-}
-
-impl FieldText {
-    /// The field from the scanner's `text` inside `src`, relative to `base` (where the record's
-    /// raw text starts in `src`).
-    fn new(text: &scan::Text, src: &str, base: usize) -> Self {
-        match text.value(src) {
-            Cow::Borrowed(_) => FieldText::At(text.range.start - base..text.range.end - base),
-            Cow::Owned(decoded) => FieldText::Decoded(decoded.into_boxed_str()),
-        }
-    }
-
-    fn get<'a>(&'a self, raw: &'a RawJson) -> &'a str {
-        match self {
-            FieldText::At(r) => &raw.get()[r.clone()],
-            FieldText::Decoded(s) => s,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            FieldText::At(r) => r.is_empty(),
-            FieldText::Decoded(s) => s.is_empty(),
-        }
-    }
-}
-
 /// One event as received, plus what the pipe derived from it.
 ///
 /// Built without a heap allocation of its own: the raw text is a slice of the buffer it came
@@ -227,45 +78,6 @@ pub struct EventRecord {
 /// a malformed count must not cost the operator the event itself.
 fn positive(n: Option<&str>) -> Option<u64> {
     n.and_then(|n| n.parse::<u64>().ok()).filter(|&c| c > 0)
-}
-
-/// The start of a list item's object once its type fields are put back.
-const TYPE_META: &str = "{\"kind\":\"Event\",\"apiVersion\":\"v1\"";
-
-/// Puts back the `kind` and `apiVersion` that the items of a list page lack (the list carries
-/// them) and watch objects have, so that lines of both look the same to whoever reads them.
-///
-/// The items are written one after another into one new buffer for the page, with the two
-/// fields first, as a watch writes them; `items`' spans and fields are moved to point into it.
-/// One copy and one allocation per page, where a copy per item would cost an allocation each.
-/// An item with either field of its own is copied as it is rather than given a duplicate key.
-pub fn with_type_meta(page: &str, items: &mut [(Range<usize>, EventFields)]) -> SharedText {
-    let room: usize = items
-        .iter()
-        .map(|(span, _)| span.len() + TYPE_META.len() + 1)
-        .sum();
-    let mut out = String::with_capacity(room);
-    for (span, fields) in items.iter_mut() {
-        let object = &page[span.clone()];
-        let start = out.len();
-        let moved_from = if !fields.has_type_meta && object.starts_with('{') {
-            let rest = &object[1..];
-            out.push_str(TYPE_META);
-            if !rest.trim_start().starts_with('}') {
-                out.push(',');
-            }
-            out.push_str(rest);
-            // Where the object's byte 1 (just past its `{`) went.
-            span.start + 1
-        } else {
-            out.push_str(object);
-            span.start
-        };
-        let moved_to = out.len() - (span.end - moved_from);
-        fields.rebase(moved_from, moved_to);
-        *span = start..out.len();
-    }
-    SharedText::from(out)
 }
 
 impl EventRecord {
@@ -448,37 +260,6 @@ mod tests {
     }
 
     #[test]
-    fn the_key_encoding_is_stable() {
-        // Persisted in every filter file: this value must never change.
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&7u64.to_le_bytes());
-        bytes.extend_from_slice(b"default");
-        bytes.extend_from_slice(&5u64.to_le_bytes());
-        bytes.extend_from_slice(b"pod.1");
-        bytes.extend_from_slice(&3u64.to_le_bytes());
-        assert_eq!(
-            OccurrenceKey::new("default", "pod.1", 3).0,
-            xxh3_128(&bytes)
-        );
-        let long = "n".repeat(1000);
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&0u64.to_le_bytes());
-        bytes.extend_from_slice(&1000u64.to_le_bytes());
-        bytes.extend_from_slice(long.as_bytes());
-        bytes.extend_from_slice(&1u64.to_le_bytes());
-        assert_eq!(OccurrenceKey::new("", &long, 1).0, xxh3_128(&bytes));
-    }
-
-    #[test]
-    fn key_encoding_separates_fields() {
-        // "a" + "b/c" must not collide with "a/b" + "c".
-        assert_ne!(
-            OccurrenceKey::new("a", "b\0c", 1),
-            OccurrenceKey::new("a\0b", "c", 1)
-        );
-    }
-
-    #[test]
     fn negative_zero_or_fractional_counts_mean_one() {
         for c in ["0", "-3", "2.5", "null", "\"7\""] {
             let r = rec(
@@ -583,7 +364,7 @@ mod tests {
 
     #[test]
     fn fixture_mixes_both_styles() {
-        let text = include_str!("../tests/fixtures/minikube-eventlist.json");
+        let text = include_str!("../../tests/fixtures/minikube-eventlist.json");
         let list: serde_json::Value = serde_json::from_str(text).unwrap();
         let items = list["items"].as_array().unwrap();
         let mut new_style = 0;
