@@ -208,9 +208,14 @@ impl ReasonCounters {
 
     /// Counts one occurrence of the Event `event` views (of a record, or of a delivered line).
     pub fn count_event(&mut self, event: &EventView<'_>) {
+        self.counter_of(event).increment(1);
+    }
+
+    /// The series an occurrence counts in, for counting it later: when it is delivered.
+    pub fn counter_of(&mut self, event: &EventView<'_>) -> Counter {
         let kind = event.event_type().unwrap_or_default();
         let reason = event.reason().unwrap_or_default();
-        self.counter(&kind, &reason).increment(1);
+        self.counter(&kind, &reason).clone()
     }
 
     fn counter(&mut self, kind: &str, reason: &str) -> &Counter {

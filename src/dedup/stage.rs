@@ -9,6 +9,7 @@
 //! for a hand-off stay true while it is worked through. The loop that feeds it is
 //! [`super::drive`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use super::meters::StageMeters;
 use super::replica::{Replica, Taken};
 use super::{DedupError, Ring};
 use crate::encode::priors::PriorVersions;
-use crate::event::OccurrenceKey;
+use crate::event::{EventView, OccurrenceKey};
 use crate::flow::{Accepted, AcceptedChunk, BatchAck, Published, SourceBatch, Standing};
 use crate::source::SourceHealth;
 
@@ -94,6 +95,9 @@ pub struct DedupStage {
     outbox: AcceptedChunk,
     chunk: usize,
     meters: StageMeters,
+    /// With `--metrics-by-reason`: the series each handed-on occurrence counts in once every
+    /// sink has it.
+    reasons: HashMap<OccurrenceKey, metrics::Counter>,
 }
 
 impl DedupStage {
@@ -115,6 +119,7 @@ impl DedupStage {
             outbox: Vec::new(),
             chunk: settings.chunk.max(1),
             meters: StageMeters::new(settings.source, settings.generations, settings.by_reason),
+            reasons: HashMap::new(),
         };
         stage.observe_ring();
         stage
@@ -272,7 +277,8 @@ impl DedupStage {
         };
         if let Some(by_reason) = &mut self.meters.by_reason {
             for accepted in self.outbox.iter().filter(|a| a.record.is_occurrence()) {
-                by_reason.count(accepted.record.raw.get());
+                let counter = by_reason.counter_of(&EventView::of(&accepted.record));
+                self.reasons.insert(accepted.record.key, counter);
             }
         }
         self.tally.emitted += self.outbox.len() as u64;
@@ -422,6 +428,14 @@ impl DedupStage {
             return Ok(());
         };
         self.tally.delivered += batch.events as u64;
+        // Events by reason count once delivered, not when accepted.
+        if !self.reasons.is_empty() {
+            for key in &batch.keys {
+                if let Some(counter) = self.reasons.remove(key) {
+                    counter.increment(1);
+                }
+            }
+        }
         self.commit(&batch.keys, Some(batch.seq))?;
         if let Some(replica) = &mut self.replica {
             for key in &batch.keys {
