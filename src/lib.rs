@@ -14,7 +14,6 @@ pub mod event;
 pub mod flow;
 pub mod ha;
 pub mod health;
-pub mod leader;
 pub mod metrics;
 pub mod pipeline;
 pub mod scan;

@@ -7,7 +7,26 @@ use std::time::Duration;
 
 use super::layers::Raw;
 use super::{ConfigError, HaConfig, SourceConfig, defaults, parse};
-use crate::leader::LeaseConfig;
+
+/// The Lease replicas agree through and its timing, as configured; `crate::ha` builds its
+/// elector from it. The defaults are client-go's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// The Lease's name (default `kube-event-pipe`).
+    pub name: String,
+    /// Its namespace (default: the pod's own, from the service account's namespace file).
+    pub namespace: String,
+    /// This replica's identity (default: `POD_NAME`, else the hostname).
+    pub identity: String,
+    /// How long a Lease nobody renews stays held (default 15 s): the longest a standby waits
+    /// after a leader dies without releasing.
+    pub lease_duration: Duration,
+    /// How long the leader keeps emitting without a successful renewal (default 10 s); below
+    /// `lease_duration`, the margin is what covers clock-rate skew.
+    pub renew_deadline: Duration,
+    /// Between renewals and between a standby's attempts (default 2 s).
+    pub retry_period: Duration,
+}
 
 /// Where a pod finds its own namespace.
 const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -98,7 +117,7 @@ pub(super) fn settings(
         None => defaults::STANDBY_MAX_BYTES,
     };
     Ok(Some(HaConfig {
-        lease: LeaseConfig {
+        lease: LeaseSettings {
             name: lease_name,
             namespace,
             identity,

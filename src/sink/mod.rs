@@ -18,6 +18,7 @@
 
 pub mod dead_letter;
 pub mod file;
+pub mod gate;
 pub mod kafka;
 pub mod otlp;
 pub mod retry;
@@ -320,7 +321,7 @@ impl Sink {
         queue: mpsc::Receiver<Arc<Batch>>,
         acks: mpsc::UnboundedSender<BatchAck>,
         health: &SinkHealth,
-        fence: crate::ha::Fence,
+        gate: impl gate::WriteGate + 'static,
     ) -> Result<Worker, SinkError> {
         let state = health.register(&self.name);
         let io = SinkIo {
@@ -331,7 +332,7 @@ impl Sink {
             },
             policy: Policy::new(self.title, self.name, self.label, state)
                 .with_refusals(self.refused_delay, self.dead_letters)
-                .with_fence(fence),
+                .with_gate(Arc::new(gate)),
         };
         (self.start)(io)
     }
