@@ -15,7 +15,6 @@ pub mod event;
 pub mod flow;
 pub mod ha;
 pub mod health;
-pub mod leader;
 pub mod metrics;
 pub mod outage;
 pub mod pipeline;

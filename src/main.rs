@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches};
 use kube_event_pipe::config::{self, Cli, Command, LogFormat, SourceConfig};
 use kube_event_pipe::encode::object;
 use kube_event_pipe::health::Health;
-use kube_event_pipe::{dedup, ha, leader, pipeline, signals, sink, telemetry};
+use kube_event_pipe::{dedup, ha, pipeline, signals, sink, telemetry};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -115,7 +115,7 @@ fn run(config: config::Config) -> anyhow::Result<pipeline::Report> {
             )
             .await?;
         }
-        replicas(&config, shutdown, reopen, health).await
+        Ok(ha::supervisor::run(&config, shutdown, reopen, health).await?)
     });
     // The pipe has delivered, committed and synced what it could (or reported why not); a
     // sink still stuck in a call that never returns (an unreachable broker's teardown, a hung
@@ -123,60 +123,6 @@ fn run(config: config::Config) -> anyhow::Result<pipeline::Report> {
     // runtime's blocking tasks would.
     runtime.shutdown_background();
     result
-}
-
-/// Runs the pipe; with `--leader-elect`, under the elector: a pipe that stops leading ends
-/// and a new one stands by, until a signal or the input ends; then the Lease is released with
-/// the final watermark.
-async fn replicas(
-    config: &config::Config,
-    shutdown: CancellationToken,
-    reopen: Arc<AtomicBool>,
-    health: Health,
-) -> anyhow::Result<pipeline::Report> {
-    let (Some(ha), SourceConfig::Kube(kube)) = (&config.ha, &config.source) else {
-        return Ok(pipeline::run(config, shutdown, reopen, health, None, None).await?);
-    };
-    let cluster = kube_event_pipe::source::kube::connect(kube).await?;
-    let elector = leader::Elector::new(cluster.client.clone(), ha.lease.clone());
-    let election = ha::Election::start(elector);
-    let mut restarted = false;
-    let outcome = loop {
-        let report = pipeline::run(
-            config,
-            shutdown.clone(),
-            reopen.clone(),
-            health.clone(),
-            Some(&cluster),
-            Some(election.link()),
-        )
-        .await;
-        match report {
-            Ok(r)
-                if matches!(
-                    r.end,
-                    pipeline::EndReason::SteppedDown | pipeline::EndReason::RelistAsLeader
-                ) && !shutdown.is_cancelled() =>
-            {
-                restarted = true;
-            }
-            // A replica that stepped down because it lost the API server cannot list either:
-            // it waits for the server rather than exit, as its elector does.
-            Err(e) if restarted && e.is_unreachable() && !shutdown.is_cancelled() => {
-                tracing::warn!(error = %e, "standing by: cannot start the pipe yet; trying again every retry period");
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(ha.lease.retry_period) => {}
-                }
-                if shutdown.is_cancelled() {
-                    break Err(e);
-                }
-            }
-            other => break other,
-        }
-    };
-    election.release(ha.lease.retry_period * 2).await;
-    Ok(outcome?)
 }
 
 fn inspect(args: &config::InspectArgs) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_event_pipe::leader::{Elector, LeaderError, LeaseConfig, Role};
+use kube_event_pipe::ha::{Attempt as Role, Elector, LeaderError, LeaseConfig};
 use support::fake_api::ApiServer;
 
 const NS: &str = "kube-event-pipe";

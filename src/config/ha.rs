@@ -7,7 +7,26 @@ use std::time::Duration;
 
 use super::layers::Raw;
 use super::{ConfigError, HaConfig, SourceConfig, defaults, parse};
-use crate::leader::LeaseConfig;
+
+/// The Lease replicas agree through and its timing, as configured; `crate::ha` builds its
+/// elector from it. The defaults are client-go's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// The Lease's name (default `kube-event-pipe`).
+    pub name: String,
+    /// Its namespace (default: the pod's own, from the service account's namespace file).
+    pub namespace: String,
+    /// This replica's identity (default: `POD_NAME`, else the hostname).
+    pub identity: String,
+    /// How long a Lease nobody renews stays held (default 15 s): the longest a standby waits
+    /// after a leader dies without releasing.
+    pub lease_duration: Duration,
+    /// How long the leader keeps emitting without a successful renewal (default 10 s); below
+    /// `lease_duration`, the margin is what covers clock-rate skew.
+    pub renew_deadline: Duration,
+    /// Between renewals and between a standby's attempts (default 2 s).
+    pub retry_period: Duration,
+}
 
 /// Where a pod finds its own namespace.
 const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -28,33 +47,57 @@ pub(super) fn settings(
             "--leader-elect elects a leader among replicas watching a cluster, so it needs --source kube".into(),
         ));
     }
-    let name = |raw: Raw| -> Result<String, ConfigError> {
-        let v = raw.value.trim();
-        // A DNS subdomain, as every object name.
-        let valid = !v.is_empty()
-            && v.len() <= 253
-            && v.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if valid {
-            Ok(v.to_string())
-        } else {
-            Err(raw.invalid("must be a Kubernetes object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))
-        }
-    };
     let lease_name = match get("lease_name", &["lease_name"]) {
-        Some(raw) => name(raw)?,
+        Some(raw) => object_name(raw)?,
         None => defaults::LEASE_NAME.to_string(),
     };
     let namespace = match get("lease_namespace", &["lease_namespace"]) {
-        Some(raw) => name(raw)?,
+        Some(raw) => object_name(raw)?,
         None => own_namespace(Path::new(POD_NAMESPACE_FILE)).ok_or_else(|| {
             ConfigError::Conflict(format!(
                 "--leader-elect needs the Lease's namespace: pass --lease-namespace (or KUBE_EVENT_PIPE_LEASE_NAMESPACE); in a pod it is read from {POD_NAMESPACE_FILE}"
             ))
         })?,
     };
+    let (lease_duration, renew_deadline, retry_period) = timing(get)?;
+    let identity = identity(get)?;
+    let standby_max_bytes = match get("standby_max_bytes", &["standby_max_bytes"]) {
+        Some(raw) => raw.parse(|v| parse::whole(v, 1 << 20, 1 << 40))? as usize,
+        None => defaults::STANDBY_MAX_BYTES,
+    };
+    Ok(Some(HaConfig {
+        lease: LeaseSettings {
+            name: lease_name,
+            namespace,
+            identity,
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        },
+        standby_max_bytes,
+    }))
+}
+
+/// A DNS subdomain, as every object name.
+fn object_name(raw: Raw) -> Result<String, ConfigError> {
+    let v = raw.value.trim();
+    let valid = !v.is_empty()
+        && v.len() <= 253
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(v.to_string())
+    } else {
+        Err(raw.invalid("must be a Kubernetes object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))
+    }
+}
+
+/// The Lease's timing, checked against itself.
+fn timing(
+    get: &impl Fn(&str, &[&str]) -> Option<Raw>,
+) -> Result<(Duration, Duration, Duration), ConfigError> {
     let seconds = |id: &str, default: Duration| -> Result<Duration, ConfigError> {
         match get(id, &[id]) {
             Some(raw) => raw.parse(|v| parse::seconds(v, 0.1, 3600.0)),
@@ -79,35 +122,25 @@ pub(super) fn settings(
             renew_deadline.as_secs_f64()
         )));
     }
-    let identity = match get("identity", &["identity"]) {
+    Ok((lease_duration, renew_deadline, retry_period))
+}
+
+/// This replica's name in the Lease: given, or the pod's own.
+fn identity(get: &impl Fn(&str, &[&str]) -> Option<Raw>) -> Result<String, ConfigError> {
+    match get("identity", &["identity"]) {
         Some(raw) => {
             let v = raw.value.trim();
             if v.is_empty() || v.len() > 253 || v.chars().any(char::is_control) {
                 return Err(raw.invalid("must be a non-empty name of at most 253 characters"));
             }
-            v.to_string()
+            Ok(v.to_string())
         }
         None => default_identity().ok_or_else(|| {
             ConfigError::Conflict(
                 "--leader-elect needs this replica's identity: set POD_NAME (the downward API's metadata.name) or pass --identity".into(),
             )
-        })?,
-    };
-    let standby_max_bytes = match get("standby_max_bytes", &["standby_max_bytes"]) {
-        Some(raw) => raw.parse(|v| parse::whole(v, 1 << 20, 1 << 40))? as usize,
-        None => defaults::STANDBY_MAX_BYTES,
-    };
-    Ok(Some(HaConfig {
-        lease: LeaseConfig {
-            name: lease_name,
-            namespace,
-            identity,
-            lease_duration,
-            renew_deadline,
-            retry_period,
-        },
-        standby_max_bytes,
-    }))
+        }),
+    }
 }
 
 fn own_namespace(path: &Path) -> Option<String> {

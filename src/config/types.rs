@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use super::ha::LeaseSettings;
 use super::layers::Origin;
 use super::{KafkaSettings, OtlpSettings, S3Options, S3Settings, WebhookSettings, defaults};
 
@@ -182,7 +183,7 @@ pub struct Config {
 /// Several replicas, one emitting: the Lease they agree through and what a standby may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaConfig {
-    pub lease: crate::leader::LeaseConfig,
+    pub lease: LeaseSettings,
     /// Event bytes a standby holds above its leader's watermark before it stops reading.
     pub standby_max_bytes: usize,
 }

@@ -19,6 +19,7 @@
 pub mod classify;
 pub mod dead_letter;
 pub mod file;
+pub mod gate;
 pub mod kafka;
 pub mod otlp;
 pub mod retry;
@@ -338,7 +339,7 @@ impl Sink {
         queue: mpsc::Receiver<Arc<Batch>>,
         acks: mpsc::UnboundedSender<BatchAck>,
         health: &SinkHealth,
-        fence: crate::ha::Fence,
+        gate: impl gate::WriteGate + 'static,
     ) -> Result<Worker, SinkError> {
         let state = health.register(&self.name);
         let io = SinkIo {
@@ -349,7 +350,7 @@ impl Sink {
             },
             policy: Policy::new(self.title, self.name, self.label, state)
                 .with_refusals(self.refused_delay, self.dead_letters)
-                .with_fence(fence),
+                .with_gate(Arc::new(gate)),
         };
         (self.start)(io)
     }

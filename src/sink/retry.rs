@@ -16,8 +16,8 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tracing::{debug, error, info, warn};
 
 use super::dead_letter::DeadLetters;
+use super::gate::{self, WriteGate};
 use super::{SinkState, telemetry};
-use crate::ha::Fence;
 
 /// The longest pause between retries of a failing sink, and the pause between attempts at a
 /// refused one: long enough not to spin against a full disk or a wrong credential, short enough
@@ -116,7 +116,7 @@ pub struct Policy {
     failing: Option<String>,
     attempts: u64,
     /// Shut when this replica stops leading: no write after that.
-    fence: Fence,
+    gate: Arc<dyn WriteGate>,
 }
 
 impl Policy {
@@ -138,13 +138,13 @@ impl Policy {
             dead_letters: None,
             failing: None,
             attempts: 0,
-            fence: Fence::default(),
+            gate: gate::open(),
         }
     }
 
-    /// Writes only while `fence` is open (see [`crate::ha::Fence`]).
-    pub fn with_fence(mut self, fence: Fence) -> Self {
-        self.fence = fence;
+    /// Writes only while `gate` is open.
+    pub fn with_gate(mut self, gate: Arc<dyn WriteGate>) -> Self {
+        self.gate = gate;
         self
     }
 
@@ -160,7 +160,7 @@ impl Policy {
     /// Whether the sink may write now. Checked before every attempt, so a leader that lost its
     /// Lease stops within one write.
     pub fn may_write(&self) -> bool {
-        self.fence.may_write()
+        self.gate.may_write()
     }
 
     /// What happens to a refused batch: retried every `refused_delay`, or, with a dead-letter

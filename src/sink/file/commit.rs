@@ -240,7 +240,7 @@ mod tests {
 
     use super::*;
     use crate::flow::BatchAck;
-    use crate::sink::{Sink, SinkHealth};
+    use crate::sink::{Sink, SinkHealth, gate};
 
     fn batch(seq: u64) -> Arc<Batch> {
         Arc::new(Batch {
@@ -268,7 +268,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(SINK_QUEUE);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let worker = sink
-            .start(0, rx, ack_tx, &SinkHealth::default(), Default::default())
+            .start(0, rx, ack_tx, &SinkHealth::default(), gate::Open)
             .unwrap();
         (tx, ack_rx, worker)
     }
