@@ -9,7 +9,7 @@
 //! Prints one line (`kubeconfig PATH https URL http URL rv N events N`) once it serves, then
 //! serves until killed.
 
-#[path = "../tests/support/fake_api.rs"]
+#[path = "../tests/support/fake_api/mod.rs"]
 mod fake_api;
 
 use kube_event_pipe::synth::{SynthConfig, generate};

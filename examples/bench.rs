@@ -27,7 +27,7 @@
 //! what the server can send. CPU is the pipe process's user + sys time (wait4's rusage of the
 //! child, minus what it had spent before the clock started in (b)); peak RSS is its VmHWM.
 
-#[path = "../tests/support/fake_api.rs"]
+#[path = "../tests/support/fake_api/mod.rs"]
 mod fake_api;
 
 use std::io::{Read, Seek};

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::event::EventBuilder;
 use support::fake_api::{ApiServer, object_path};
 use support::kube_pipe::Pipe;
 use support::wait_for;
@@ -32,13 +33,15 @@ fn pod(i: usize) -> Value {
            "spec": {"nodeName": format!("node-{}", i % 5)}})
 }
 
-/// An event about an object, as the kubelet or a controller writes it.
-fn event(name: &str, api_version: &str, kind: &str, object: &str) -> Value {
-    json!({"kind": "Event", "apiVersion": "v1",
-           "metadata": {"name": name, "namespace": NS},
-           "involvedObject": {"apiVersion": api_version, "kind": kind, "namespace": NS, "name": object},
-           "reason": "BackOff", "message": "Back-off restarting failed container",
-           "source": {"component": "kubelet"}, "count": 1, "type": "Warning"})
+/// A container's restart back-off as the kubelet writes it: a Warning, no timestamps, no host;
+/// the object it is about is the test's to say.
+fn back_off(name: &str) -> EventBuilder {
+    EventBuilder::new(NS, name)
+        .reason("BackOff")
+        .message("Back-off restarting failed container")
+        .source("kubelet", None)
+        .event_type("Warning")
+        .no_timestamps()
 }
 
 fn gets_under(server: &ApiServer, prefix: &str) -> u64 {
@@ -70,12 +73,11 @@ fn ten_thousand_events_about_a_hundred_pods_cost_a_hundred_and_five_gets() {
     // Present before the pipe starts: the initial list brings them in pages, so many events
     // about one pod are being enriched at the same time.
     for i in 0..10_000 {
-        server.add(event(
-            &format!("web-{}.{i:08x}", i % 100),
-            "v1",
-            "Pod",
-            &format!("web-{}", i % 100),
-        ));
+        server.add(
+            back_off(&format!("web-{}.{i:08x}", i % 100))
+                .involved("v1", "Pod", &format!("web-{}", i % 100))
+                .build(),
+        );
     }
     let state = tempfile::tempdir().unwrap();
     let pipe = Pipe::start(&server, state.path(), &["--enrich"]);
@@ -124,7 +126,11 @@ fn a_deleted_object_is_looked_up_once_per_ttl_not_once_per_event() {
     let server = ApiServer::start();
     let missing = object_path("v1", "Pod", NS, "gone-1").unwrap();
     for i in 0..300 {
-        server.add(event(&format!("gone-1.{i:08x}"), "v1", "Pod", "gone-1"));
+        server.add(
+            back_off(&format!("gone-1.{i:08x}"))
+                .involved("v1", "Pod", "gone-1")
+                .build(),
+        );
     }
     let state = tempfile::tempdir().unwrap();
     // Before the start: the first GET comes after it, the second a TTL after the first.
@@ -140,7 +146,11 @@ fn a_deleted_object_is_looked_up_once_per_ttl_not_once_per_event() {
     // More events about it keep arriving; each TTL lets one more GET through, no more.
     let mut sent = 300;
     wait_for("a second lookup once the TTL has passed", || {
-        server.add(event(&format!("gone-1.{sent:08x}"), "v1", "Pod", "gone-1"));
+        server.add(
+            back_off(&format!("gone-1.{sent:08x}"))
+                .involved("v1", "Pod", "gone-1")
+                .build(),
+        );
         sent += 1;
         std::thread::sleep(Duration::from_millis(20));
         (server.stats().requests_by_path.get(&missing) >= Some(&2)).then_some(())
@@ -178,7 +188,7 @@ fn a_forbidden_kind_is_logged_once_and_its_events_go_out_unenriched() {
             ("Pod", "v1", "web-0")
         };
         let name = format!("{object}.{i:08x}");
-        server.add(event(&name, api_version, kind, object));
+        server.add(back_off(&name).involved(api_version, kind, object).build());
         expected.insert(name, kind);
     }
     let state = tempfile::tempdir().unwrap();
@@ -207,7 +217,11 @@ fn a_stalled_api_server_delays_no_event_beyond_the_timeout() {
     // Many events about one pod, more than the stage holds at once: each waits for the one
     // shared GET at most the timeout, and none of them cancels it for the others.
     for i in 0..300 {
-        server.add(event(&format!("web-0.{i:08x}"), "v1", "Pod", "web-0"));
+        server.add(
+            back_off(&format!("web-0.{i:08x}"))
+                .involved("v1", "Pod", "web-0")
+                .build(),
+        );
     }
     let state = tempfile::tempdir().unwrap();
     let started = Instant::now();

@@ -9,13 +9,8 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
+use support::event::EventBuilder;
 use support::*;
-
-fn event(name: &str, count: u64) -> String {
-    format!(
-        r#"{{"kind":"Event","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"default"}},"reason":"Tested","count":{count}}}"#
-    )
-}
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -65,9 +60,11 @@ fn a_second_sigterm_exits_with_128_plus_its_number() {
         .unwrap();
     // stdin stays open; the sink keeps failing, so the first signal's drain never ends.
     let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{}\n", event("a", 1)).as_bytes())
-        .unwrap();
+    let line = EventBuilder::bare("default", "a")
+        .reason("Tested")
+        .count(1)
+        .to_line();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
     stdin.flush().unwrap();
     let mut stderr = Reader::spawn(child.stderr.take().unwrap());
     let mut seen = 0;
@@ -146,12 +143,18 @@ fn a_persistence_path_that_is_a_file_says_it_is_not_a_directory() {
 fn a_torn_last_line_from_a_crash_is_cut_and_the_event_delivered_whole() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("events.jsonl");
-    let earlier = format!("{}\n", event("earlier", 1));
+    let tested = |name: &str| {
+        EventBuilder::bare("default", name)
+            .reason("Tested")
+            .count(1)
+            .to_line()
+    };
+    let earlier = format!("{}\n", tested("earlier"));
     // The crash cut the write of event "b" after 30 bytes.
-    let fragment = &event("b", 1)[..30];
+    let fragment = &tested("b")[..30];
     fs::write(&output, format!("{earlier}{fragment}")).unwrap();
     let input = dir.path().join("input.jsonl");
-    fs::write(&input, format!("{}\n{}\n", event("a", 1), event("b", 1))).unwrap();
+    fs::write(&input, format!("{}\n{}\n", tested("a"), tested("b"))).unwrap();
     let out = pipe(&dir.path().join("filters"))
         .arg("--replay-file")
         .arg(&input)
@@ -177,11 +180,13 @@ fn a_torn_last_line_from_a_crash_is_cut_and_the_event_delivered_whole() {
 fn replay_input_starting_with_a_byte_order_mark_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.jsonl");
-    fs::write(
-        &input,
-        format!("\u{feff}{}\n{}\n", event("a", 1), event("b", 1)),
-    )
-    .unwrap();
+    let [a, b] = ["a", "b"].map(|name| {
+        EventBuilder::bare("default", name)
+            .reason("Tested")
+            .count(1)
+            .to_line()
+    });
+    fs::write(&input, format!("\u{feff}{a}\n{b}\n")).unwrap();
     let out = pipe(&dir.path().join("filters"))
         .arg("--replay-file")
         .arg(&input)

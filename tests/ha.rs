@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::event::EventBuilder;
 use support::fake_api::ApiServer;
 use support::kube_pipe::Pipe;
 use support::relay::Relay;
@@ -236,22 +237,6 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     )
 }
 
-fn event(name: &str) -> Value {
-    json!({
-        "kind": "Event",
-        "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": "default"},
-        "involvedObject": {"kind": "Pod", "namespace": "default", "name": format!("{name}-pod"), "apiVersion": "v1"},
-        "reason": "Started",
-        "message": format!("Started container for {name}"),
-        "source": {"component": "kubelet", "host": "node-1"},
-        "firstTimestamp": "2026-11-23T10:00:00Z",
-        "lastTimestamp": "2026-11-23T10:00:00Z",
-        "count": 1,
-        "type": "Normal"
-    })
-}
-
 /// Adds events at `RATE` per second (every 10 ms a slice) until stopped; counts what it added.
 struct Stream;
 
@@ -262,7 +247,10 @@ impl Stream {
         while !stop.load(Ordering::Relaxed) {
             let due = started.elapsed().as_millis() as u64 * RATE / 1000;
             if due > n {
-                server.add_all((n..due).map(|i| event(&format!("{prefix}-{i}"))));
+                server.add_all(
+                    (n..due)
+                        .map(|i| EventBuilder::new("default", &format!("{prefix}-{i}")).build()),
+                );
                 n = due;
                 added.store(n, Ordering::Relaxed);
             }
@@ -342,7 +330,8 @@ fn two(server: &ApiServer) -> (Replica, Replica) {
 #[test]
 fn kill_9_of_the_leader_loses_nothing_and_repeats_at_most_one_renewal_and_the_in_flight() {
     let server = ApiServer::start();
-    server.add_all((0..3_000).map(|i| event(&format!("before-{i}"))));
+    server
+        .add_all((0..3_000).map(|i| EventBuilder::new("default", &format!("before-{i}")).build()));
     let (mut a, b) = two(&server);
     let stop = AtomicBool::new(false);
     let added = AtomicU64::new(0);
@@ -391,7 +380,8 @@ fn kill_9_of_the_leader_loses_nothing_and_repeats_at_most_one_renewal_and_the_in
 #[test]
 fn sigterm_of_the_leader_hands_over_within_two_retry_periods_with_nothing_lost_or_repeated() {
     let server = ApiServer::start();
-    server.add_all((0..3_000).map(|i| event(&format!("before-{i}"))));
+    server
+        .add_all((0..3_000).map(|i| EventBuilder::new("default", &format!("before-{i}")).build()));
     let (mut a, b) = two(&server);
     let stop = AtomicBool::new(false);
     let added = AtomicU64::new(0);
@@ -471,7 +461,8 @@ fn switchable_receiver() -> (support::receiver::Receiver, Arc<AtomicBool>) {
 #[test]
 fn a_leader_cut_off_from_the_api_server_stops_writing_before_the_standby_starts() {
     let server = ApiServer::start();
-    server.add_all((0..2_000).map(|i| event(&format!("before-{i}"))));
+    server
+        .add_all((0..2_000).map(|i| EventBuilder::new("default", &format!("before-{i}")).build()));
     let (relay, kubeconfig, _dir) = relayed(&server);
     let a = Replica::start_with(&kubeconfig, "a", &["--context", "test-http"]);
     a.wait_leading();
@@ -559,7 +550,7 @@ fn a_leader_whose_sink_is_down_stalls_the_watermark_and_the_standby_stays_within
     };
     let stop = AtomicBool::new(false);
     let added = AtomicU64::new(0);
-    let event_bytes = serde_json::to_string(&event("during-00000")).unwrap().len();
+    let event_bytes = EventBuilder::new("default", "during-00000").to_line().len();
     let (held_max, rss_max_kib, stalled_at, age) = thread::scope(|s| {
         s.spawn(|| Stream::run(&server, &stop, &added, "during"));
         wait_for("1 s of the stream", || {
@@ -629,7 +620,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_rolling_restart_of_both_during_a_steady_stream_loses_nothing() {
     let server = ApiServer::start();
-    server.add_all((0..2_000).map(|i| event(&format!("before-{i}"))));
+    server
+        .add_all((0..2_000).map(|i| EventBuilder::new("default", &format!("before-{i}")).build()));
     let (mut a, mut b) = two(&server);
     let stop = AtomicBool::new(false);
     let added = AtomicU64::new(0);
@@ -686,7 +678,8 @@ fn handovers(r: &Replica) -> String {
 #[test]
 fn a_leader_held_back_by_a_failing_sink_still_steps_down_when_it_cannot_renew() {
     let server = ApiServer::start();
-    server.add_all((0..1_000).map(|i| event(&format!("before-{i}"))));
+    server
+        .add_all((0..1_000).map(|i| EventBuilder::new("default", &format!("before-{i}")).build()));
     let (relay, kubeconfig, _dir) = relayed(&server);
     let (receiver, refusing) = switchable_receiver();
     let url = receiver.url();

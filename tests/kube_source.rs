@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use kube_event_pipe::synth::{SynthConfig, generate};
 use serde_json::{Value, json};
+use support::event::EventBuilder;
 use support::fake_api::{ApiServer, StaleWatch};
 use support::kube_pipe::Pipe;
 use support::*;
@@ -20,30 +21,16 @@ fn ready_pipe(server: &ApiServer) -> (tempfile::TempDir, Pipe) {
     (state, pipe)
 }
 
-/// An old-style event as the kubelet writes it.
-fn event(ns: &str, name: &str, count: u64, kind: &str, kind_of: &str) -> Value {
-    json!({
-        "kind": "Event",
-        "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": ns},
-        "involvedObject": {"kind": kind_of, "namespace": ns, "name": format!("{name}-object"), "apiVersion": "v1"},
-        "reason": "Started",
-        "message": format!("Started container for {name}"),
-        "source": {"component": "kubelet", "host": "node-1"},
-        "firstTimestamp": "2026-11-23T10:00:00Z",
-        "lastTimestamp": "2026-11-23T10:00:00Z",
-        "count": count,
-        "type": kind,
-        "reportingComponent": "kubelet",
-        "reportingInstance": "node-1"
-    })
-}
-
 fn add_events(server: &ApiServer, prefix: &str, n: usize) -> BTreeSet<Occurrence> {
     (0..n)
         .map(|i| {
             let name = format!("{prefix}-{i}.18a2b3c4d5e6f7a8");
-            server.add(event("default", &name, 1, "Normal", "Pod"));
+            server.add(
+                EventBuilder::new("default", &name)
+                    .involved("v1", "Pod", &format!("{name}-object"))
+                    .reported_by("kubelet", "node-1")
+                    .build(),
+            );
             ("default".to_string(), name, 1)
         })
         .collect()
@@ -174,7 +161,12 @@ fn namespaces_and_selectors_narrow_what_is_delivered() {
         for j in 0..40 {
             let kind = if j % 3 == 0 { "Warning" } else { "Normal" };
             let of = if j % 2 == 0 { "Pod" } else { "Node" };
-            let mut ev = event(ns, &format!("ev-{i}-{j}.18a2b3c4"), 1, kind, of);
+            let name = format!("ev-{i}-{j}.18a2b3c4");
+            let mut ev = EventBuilder::new(ns, &name)
+                .involved("v1", of, &format!("{name}-object"))
+                .event_type(kind)
+                .reported_by("kubelet", "node-1")
+                .build();
             if j % 4 == 0 {
                 ev["metadata"]["labels"] = json!({"team": "payments"});
             }

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use support::event::EventBuilder;
 use support::fake_api::ApiServer;
 use support::*;
 
@@ -21,18 +22,6 @@ fn kubectl(server: &ApiServer) -> Command {
         .arg("--kubeconfig")
         .arg(server.kubeconfig());
     cmd
-}
-
-fn event(ns: &str, name: &str) -> Value {
-    json!({
-        "kind": "Event", "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": ns},
-        "involvedObject": {"kind": "Pod", "namespace": ns, "name": "web-0", "apiVersion": "v1"},
-        "reason": "Pulled", "message": "Container image already present on machine",
-        "source": {"component": "kubelet", "host": "node-1"},
-        "firstTimestamp": "2026-11-23T10:00:00Z", "lastTimestamp": "2026-11-23T10:00:00Z",
-        "count": 1, "type": "Normal"
-    })
 }
 
 type Identity = (String, String, String);
@@ -53,10 +42,14 @@ fn identity(ev: &Value) -> Identity {
 fn kubectl_lists_every_event_in_pages() {
     let server = ApiServer::start();
     for i in 0..1200 {
-        server.add(event(
-            ["default", "kube-system", "shop"][i % 3],
-            &format!("ev-{i}.18a2"),
-        ));
+        let ns = ["default", "kube-system", "shop"][i % 3];
+        server.add(
+            EventBuilder::new(ns, &format!("ev-{i}.18a2"))
+                .involved("v1", "Pod", "web-0")
+                .reason("Pulled")
+                .message("Container image already present on machine")
+                .build(),
+        );
     }
     let out = kubectl(&server)
         .args(["get", "events", "-A", "-o", "json"])
@@ -84,7 +77,13 @@ fn kubectl_lists_every_event_in_pages() {
 fn kubectl_watch_prints_what_happens_after_the_list() {
     let server = ApiServer::start();
     for i in 0..5 {
-        server.add(event("default", &format!("before-{i}")));
+        server.add(
+            EventBuilder::new("default", &format!("before-{i}"))
+                .involved("v1", "Pod", "web-0")
+                .reason("Pulled")
+                .message("Container image already present on machine")
+                .build(),
+        );
     }
     let mut child = kubectl(&server)
         .args(["get", "events", "-A", "-w", "-o", "json"])
@@ -134,7 +133,13 @@ fn kubectl_watch_prints_what_happens_after_the_list() {
     wait_names(&before, &mut seen);
     let after: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
     for name in &after {
-        server.add(event("shop", name));
+        server.add(
+            EventBuilder::new("shop", name)
+                .involved("v1", "Pod", "web-0")
+                .reason("Pulled")
+                .message("Container image already present on machine")
+                .build(),
+        );
     }
     server.modify("default", "before-0", |e| e["count"] = json!(2));
     wait_names(&after, &mut seen);
@@ -146,7 +151,13 @@ fn kubectl_watch_prints_what_happens_after_the_list() {
 #[test]
 fn kubectl_is_refused_for_an_identity_without_rights() {
     let server = ApiServer::start();
-    server.add(event("default", "secret"));
+    server.add(
+        EventBuilder::new("default", "secret")
+            .involved("v1", "Pod", "web-0")
+            .reason("Pulled")
+            .message("Container image already present on machine")
+            .build(),
+    );
     server.forbid_user("viewer");
     let out = kubectl(&server)
         .args([

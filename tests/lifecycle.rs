@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
 use kube_event_pipe::synth::{SynthConfig, generate};
+use support::conformance::*;
 use support::*;
 
 /// Default `--batch-size`: the crash bound below is stated in its terms.
@@ -21,13 +22,7 @@ const SINK_QUEUE: usize = 4;
 fn kill_9_mid_replay_then_rerun_misses_nothing_and_repeats_at_most_what_was_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let filters = dir.path().join("filters");
-    let input = dir.path().join("input.jsonl");
-    let stream = generate(&SynthConfig {
-        envelopes: 20_000,
-        seed: 99,
-        ..SynthConfig::default()
-    });
-    fs::write(&input, &stream.text).unwrap();
+    let (stream, input) = synthetic_input(dir.path(), 20_000, 99);
     let first = dir.path().join("first.jsonl");
     // The first run reads stdin and gets only two thirds of the input, with stdin kept open:
     // it cannot reach the end before the kill, however fast it runs.
@@ -48,9 +43,8 @@ fn kill_9_mid_replay_then_rerun_misses_nothing_and_repeats_at_most_what_was_in_f
     wait_for("a third of the events delivered", || {
         (count_lines(&first) >= stream.occurrences.len() / 3).then_some(())
     });
-    signal(&child, libc::SIGKILL);
+    let status = kill_9(&mut child);
     drop(stdin);
-    let status = wait_exit(&mut child);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
@@ -69,17 +63,12 @@ fn kill_9_mid_replay_then_rerun_misses_nothing_and_repeats_at_most_what_was_in_f
     );
 
     let second = dir.path().join("second.jsonl");
-    let out = pipe(&filters)
-        .arg("--replay-file")
-        .arg(&input)
-        .arg("--destination")
-        .arg(&second)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_to_success(
+        pipe(&filters)
+            .arg("--replay-file")
+            .arg(&input)
+            .arg("--destination")
+            .arg(&second),
     );
     let second_run = tally(file_lines(&second).iter().map(String::as_str));
 

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
+use support::event::EventBuilder;
 use support::fake_api::ApiServer;
 use support::*;
 
@@ -37,24 +38,20 @@ fn example(name: &str) -> String {
         .collect()
 }
 
-/// A core/v1 Event as the API server returns it; `series` makes it a new-style one.
-fn event(ns: &str, name: &str, kind: &str, count: Option<u64>, series: Option<u64>) -> Value {
-    let mut e = json!({
-        "kind": "Event", "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": ns},
-        "involvedObject": {"kind": "Pod", "namespace": ns, "name": format!("{name}-pod"), "apiVersion": "v1"},
-        "reason": if kind == "Warning" { "BackOff" } else { "Pulled" },
-        "message": "m", "type": kind,
-        "source": {"component": "kubelet", "host": "node-1"},
-        "reportingComponent": "kubelet", "reportingInstance": "node-1",
-    });
-    if let Some(c) = count {
-        e["count"] = json!(c);
-    }
-    if let Some(c) = series {
-        e["series"] = json!({"count": c, "lastObservedTime": "2026-11-23T10:00:00.000000Z"});
-    }
-    e
+/// A core/v1 Event as the API server returns it, without a count: `count` makes it an
+/// old-style one, `series` a new-style one.
+fn kubelet_event(ns: &str, name: &str, kind: &str) -> EventBuilder {
+    EventBuilder::new(ns, name)
+        .reason(if kind == "Warning" {
+            "BackOff"
+        } else {
+            "Pulled"
+        })
+        .message("m")
+        .event_type(kind)
+        .reported_by("kubelet", "node-1")
+        .no_timestamps()
+        .no_count()
 }
 
 fn envelope(verb: &str, event: &Value) -> String {
@@ -94,23 +91,29 @@ fn the_python_tools_environment_runs_unchanged_and_its_bloom_files_are_left_alon
     let mut input = String::new();
     input.push_str(&envelope(
         "ADDED",
-        &event("shop", "web.1", "Warning", Some(1), None),
+        &kubelet_event("shop", "web.1", "Warning").count(1).build(),
     ));
     input.push_str(&envelope(
         "MODIFIED",
-        &event("shop", "web.1", "Warning", Some(2), None),
+        &kubelet_event("shop", "web.1", "Warning").count(2).build(),
     ));
     input.push_str(&envelope(
         "ADDED",
-        &event("shop", "sched.1", "Warning", None, Some(1)),
+        &kubelet_event("shop", "sched.1", "Warning")
+            .series(1)
+            .build(),
     ));
     input.push_str(&envelope(
         "MODIFIED",
-        &event("shop", "sched.1", "Warning", None, Some(2)),
+        &kubelet_event("shop", "sched.1", "Warning")
+            .series(2)
+            .build(),
     ));
     input.push_str(&envelope(
         "MODIFIED",
-        &event("shop", "sched.1", "Warning", None, Some(2)),
+        &kubelet_event("shop", "sched.1", "Warning")
+            .series(2)
+            .build(),
     ));
     let replay = dir.path().join("input.jsonl");
     std::fs::write(&replay, &input).unwrap();
@@ -189,7 +192,11 @@ fn the_python_tools_environment_runs_unchanged_and_its_bloom_files_are_left_alon
 fn a_k8stream_config_json_drives_the_pipe_as_it_is() {
     let server = ApiServer::start();
     for i in 0..12 {
-        server.add(event("default", &format!("e{i}"), "Normal", Some(1), None));
+        server.add(
+            kubelet_event("default", &format!("e{i}"), "Normal")
+                .count(1)
+                .build(),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let sink_dir = dir.path().join("l9k8stream");
@@ -262,8 +269,8 @@ fn format_eventrouter_prints_eventrouters_wrapper_with_the_previous_version() {
         .split_whitespace()
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let first = event("shop", "web-0.1", "Warning", Some(1), None);
-    let second = event("shop", "web-0.1", "Warning", Some(2), None);
+    let first = kubelet_event("shop", "web-0.1", "Warning").count(1).build();
+    let second = kubelet_event("shop", "web-0.1", "Warning").count(2).build();
     let input = [
         envelope("ADDED", &first),
         envelope("MODIFIED", &second),
@@ -317,10 +324,26 @@ fn format_eventrouter_prints_eventrouters_wrapper_with_the_previous_version() {
 #[test]
 fn the_event_exporter_translation_filters_at_the_api_server() {
     let server = ApiServer::start();
-    server.add(event("default", "warn.1", "Warning", Some(1), None));
-    server.add(event("default", "normal.1", "Normal", Some(1), None));
-    server.add(event("kube-system", "warn.2", "Warning", Some(1), None));
-    server.add(event("payments", "warn.3", "Warning", Some(3), None));
+    server.add(
+        kubelet_event("default", "warn.1", "Warning")
+            .count(1)
+            .build(),
+    );
+    server.add(
+        kubelet_event("default", "normal.1", "Normal")
+            .count(1)
+            .build(),
+    );
+    server.add(
+        kubelet_event("kube-system", "warn.2", "Warning")
+            .count(1)
+            .build(),
+    );
+    server.add(
+        kubelet_event("payments", "warn.3", "Warning")
+            .count(3)
+            .build(),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as V};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 use serde_json::Value;
+use support::conformance::*;
 use support::receiver::{Receiver, Reply, Request};
 use support::*;
 
@@ -295,10 +296,7 @@ fn a_refused_export_goes_to_the_dead_letter_directory_and_is_committed() {
     let out = run();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let files: Vec<_> = fs::read_dir(&letters)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = dead_letter_files(&letters);
     let mut events = 0;
     for f in &files {
         assert!(
@@ -308,8 +306,7 @@ fn a_refused_export_goes_to_the_dead_letter_directory_and_is_committed() {
                 .unwrap()
                 .starts_with("otlp-")
         );
-        for line in fs::read_to_string(f).unwrap().lines() {
-            let v: Value = serde_json::from_str(line).unwrap();
+        for v in dead_letters(f) {
             assert_eq!(v["sink"], "otlp");
             assert!(v["reason"].as_str().unwrap().contains("400"), "{v}");
             assert!(v["reason"].as_str().unwrap().contains("bad data"), "{v}");
@@ -331,13 +328,7 @@ fn kill_9_during_an_export_then_a_rerun_loses_nothing() {
     let receiver = Receiver::start(|_, _| Reply::ok().delayed(Duration::from_millis(300)));
     let dir = tempfile::tempdir().unwrap();
     let persistence = dir.path().join("p");
-    let stream = generate(&SynthConfig {
-        envelopes: 3000,
-        seed: 5,
-        ..SynthConfig::default()
-    });
-    let input = dir.path().join("input.jsonl");
-    fs::write(&input, &stream.text).unwrap();
+    let (stream, input) = synthetic_input(dir.path(), 3000, 5);
     let run = || {
         let mut cmd = otlp_pipe(&persistence, &receiver);
         cmd.arg("--replay-file")
@@ -347,19 +338,13 @@ fn kill_9_during_an_export_then_a_rerun_loses_nothing() {
     };
     let mut child = run().stderr(Stdio::null()).spawn().unwrap();
     wait_for("three exports", || (receiver.count() >= 3).then_some(()));
-    signal(&child, libc::SIGKILL);
-    wait_exit(&mut child);
+    kill_9(&mut child);
     let before = receiver.count();
     assert!(
         before * 100 < stream.occurrences.len(),
         "killed after the end"
     );
-    let out = run().output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_success(&mut run());
     let mut seen = std::collections::BTreeSet::new();
     for rec in records(&receiver.accepted()) {
         let Some(V::StringValue(line)) = rec.log.body.and_then(|b| b.value) else {
@@ -367,13 +352,7 @@ fn kill_9_during_an_export_then_a_rerun_loses_nothing() {
         };
         seen.insert(occurrence(&serde_json::from_str(&line).unwrap()));
     }
-    let missing: Vec<_> = stream.occurrences.difference(&seen).collect();
-    assert!(
-        missing.is_empty(),
-        "{} lost, first {:?}",
-        missing.len(),
-        missing.first()
-    );
+    assert_nothing_lost(&stream.occurrences, |o| seen.contains(o));
 }
 
 /// `oteltap` from PyPI: `.ci/run` installs it into a venv; `OTELTAP` may name another.

@@ -7,31 +7,20 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use serde_json::{Value, json};
+use support::event::EventBuilder;
 use support::fake_api::{ApiServer, WatchList};
 use support::kube_pipe::Pipe;
 use support::*;
 
-fn event(name: &str, count: u64) -> Value {
-    json!({
-        "kind": "Event",
-        "apiVersion": "v1",
-        "metadata": {"name": name, "namespace": "default"},
-        "involvedObject": {"kind": "Pod", "namespace": "default", "name": format!("{name}-pod"), "apiVersion": "v1"},
-        "reason": "Pulled",
-        "message": format!("Pulled the image for {name}"),
-        "source": {"component": "kubelet", "host": "node-1"},
-        "firstTimestamp": "2026-11-23T10:00:00Z",
-        "lastTimestamp": "2026-11-23T10:00:00Z",
-        "count": count,
-        "type": "Normal"
-    })
-}
-
 /// `n` events named `{prefix}-{i}`, added to the server; their occurrences.
 fn add_events(server: &ApiServer, prefix: &str, n: usize) -> BTreeSet<Occurrence> {
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-    server.add_all(names.iter().map(|name| event(name, 1)));
+    server.add_all(names.iter().map(|name| {
+        EventBuilder::new("default", name)
+            .reason("Pulled")
+            .message(format!("Pulled the image for {name}"))
+            .build()
+    }));
     names
         .into_iter()
         .map(|name| ("default".to_string(), name, 1))

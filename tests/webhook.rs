@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use kube_event_pipe::synth::{SynthConfig, generate};
 use serde_json::Value;
+use support::conformance::*;
 use support::receiver::{Receiver, Reply, Request};
 use support::*;
 
@@ -117,14 +118,10 @@ fn a_400_goes_to_the_dead_letter_directory_is_committed_and_the_pipe_moves_on() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
-    let files: Vec<_> = fs::read_dir(&letters)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files = dead_letter_files(&letters);
     assert_eq!(files.len(), 1, "{files:?}");
     let mut dead = Vec::new();
-    for line in fs::read_to_string(&files[0]).unwrap().lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
+    for v in dead_letters(&files[0]) {
         assert_eq!(v["sink"], "http");
         assert!(
             v["reason"].as_str().unwrap().contains("400 Bad Request"),
@@ -276,13 +273,7 @@ fn kill_9_during_a_post_then_a_rerun_loses_nothing() {
     let receiver = Receiver::start(|_, _| Reply::ok().delayed(Duration::from_millis(300)));
     let dir = tempfile::tempdir().unwrap();
     let persistence = dir.path().join("p");
-    let stream = generate(&SynthConfig {
-        envelopes: 3000,
-        seed: 9,
-        ..SynthConfig::default()
-    });
-    let input = dir.path().join("input.jsonl");
-    fs::write(&input, &stream.text).unwrap();
+    let (stream, input) = synthetic_input(dir.path(), 3000, 9);
     let run = || {
         let mut cmd = webhook_pipe(&persistence, &receiver);
         cmd.arg("--replay-file")
@@ -292,28 +283,12 @@ fn kill_9_during_a_post_then_a_rerun_loses_nothing() {
     };
     let mut child = run().stderr(Stdio::null()).spawn().unwrap();
     wait_for("three posts", || (receiver.count() >= 3).then_some(()));
-    signal(&child, libc::SIGKILL);
-    wait_exit(&mut child);
+    kill_9(&mut child);
     assert!(
         receiver.count() * 100 < stream.occurrences.len(),
         "killed after the end"
     );
-    let out = run().output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_success(&mut run());
     let got = delivered(&receiver.accepted());
-    let missing: Vec<_> = stream
-        .occurrences
-        .iter()
-        .filter(|o| !got.contains_key(*o))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} lost, first {:?}",
-        missing.len(),
-        missing.first()
-    );
+    assert_nothing_lost(&stream.occurrences, |o| got.contains_key(o));
 }

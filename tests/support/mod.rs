@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod conformance;
+pub mod event;
 pub mod fake_api;
 pub mod kafka;
 pub mod kube_pipe;
