@@ -13,24 +13,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::batch::{self, Encoders, Fanout, Limits};
-use crate::config::{Config, OutputFormat, SourceConfig};
+use crate::config::{Config, SourceConfig};
+use crate::dedup::DedupError;
 use crate::dedup::drive::{self, Control, Io};
-use crate::dedup::stage::{DedupStage, StageSettings};
-use crate::dedup::{DedupError, Ring, RingConfig};
-use crate::encode::json::LineEncoder;
-use crate::encode::proto::ProtoEncoder;
-use crate::enrich::Enricher;
-use crate::flow::{AcceptedChunk, Batch, BatchAck, HANDOFF_RECORDS};
-use crate::ha::{Fence, Link};
+use crate::dedup::stage::DedupStage;
+use crate::enrich;
+use crate::flow::{AcceptedChunk, HANDOFF_RECORDS, Published, Standing};
 use crate::health::Health;
-use crate::sink::{self, SinkContext, SinkEnd, SinkError, SinkHealth, Worker};
+use crate::sink::gate::{self, WriteGate};
+use crate::sink::{self, SinkEnd, SinkError, Worker};
 use crate::source::{self, SourceError, SourceHealth, SourceMsg, replay::ReplayStats};
+
+mod settings;
 
 pub use crate::dedup::{EndReason, Tally};
 
@@ -61,6 +60,16 @@ impl PipelineError {
     }
 }
 
+/// With leader election, the pipe's side of it: its standing, where it publishes its
+/// watermark, the gate its sinks check before each write, and the token cancelled when that
+/// gate shuts for good (a step-down). The elector hands one to each pipe it supervises.
+pub struct Link {
+    pub standing: watch::Receiver<Standing>,
+    pub watermark: watch::Sender<Published>,
+    pub gate: Arc<dyn WriteGate>,
+    pub shut: CancellationToken,
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub end: EndReason,
@@ -83,9 +92,9 @@ pub async fn run(
     link: Option<Link>,
 ) -> Result<Report, PipelineError> {
     health.sinks.reset();
-    let (standing, published, fence) = match link {
-        Some(l) => (Some(l.standing), Some(l.watermark), l.fence),
-        None => (None, None, Fence::default()),
+    let (standing, published, gate, shut) = match link {
+        Some(l) => (Some(l.standing), Some(l.watermark), l.gate, Some(l.shut)),
+        None => (None, None, gate::open(), None),
     };
     // The source first: a wrong input path or an unreachable cluster must not leave a new
     // filter file behind.
@@ -99,20 +108,28 @@ pub async fn run(
         shared_cluster,
     )
     .await?;
-    let ring = open_ring(config)?;
+    let ring = settings::open_ring(config)?;
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let ctx = sink_context(config, &reopen, cluster.as_ref());
-    let sinks = open_sinks(config, &ctx, ack_tx, &health.sinks, &fence).await?;
+    let ctx = settings::sink_context(config, &reopen, cluster.as_ref());
+    let sinks = sink::fanout::start_all(&config.sinks, &ctx, ack_tx, &health.sinks, &gate).await?;
 
     // Chunks no larger than a batch, and no more of them queued than one batch holds.
     let chunk = config.batch_size.clamp(1, HANDOFF_RECORDS);
     let chunks_queued = (config.batch_size / chunk).max(1);
     let (accepted_tx, accepted_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
-    let (accepted_rx, enrich_task) =
-        start_enrich(config, cluster.as_ref(), accepted_rx, chunk, chunks_queued);
-    let batcher = start_batcher(config, accepted_rx, sinks.queues, sinks.protobuf);
-    let stage = DedupStage::new(ring, stage_settings(config, chunk), health.source.clone());
-    let (interrupt, _interrupt_ends) = interrupt(&shutdown, &fence);
+    // Enrichment sits between the dedup stage and the batcher, in order, when it is on.
+    let (accepted_rx, enrich_task) = match (&config.enrich, &cluster) {
+        (Some(enrich), Some(cluster)) => {
+            let client = cluster.client.clone();
+            let (rx, task) = enrich::start(client, enrich, accepted_rx, chunk, chunks_queued);
+            (rx, Some(task))
+        }
+        _ => (accepted_rx, None),
+    };
+    let batcher = settings::start_batcher(config, accepted_rx, sinks.queues, sinks.protobuf);
+    let stage_settings = settings::stage_settings(config, chunk);
+    let stage = DedupStage::new(ring, stage_settings, health.source.clone());
+    let (interrupt, _interrupt_ends) = settings::interrupt(&shutdown, shut.clone());
 
     // Once the source and sinks are open: a start that fails prints its one error line alone.
     info!(config = %config.redacted(), "effective configuration");
@@ -128,7 +145,7 @@ pub async fn run(
     let control = Control {
         shutdown,
         interrupt,
-        stepped_down: fence.shut(),
+        stepped_down: shut,
         sync_interval: config.sync_interval,
         shutdown_timeout: config.shutdown_timeout,
         malformed: Box::new(move || malformed(&replay_stats, &source_health)),
@@ -172,158 +189,6 @@ async fn open_source(
             Ok(Some(connected))
         }
     }
-}
-
-fn open_ring(config: &Config) -> Result<Ring, DedupError> {
-    let ring = Ring::open(RingConfig {
-        dir: config.persistence_path.clone(),
-        generations: config.generations,
-        capacity: config.filter_capacity,
-        error_rate: config.filter_error_rate,
-        rotation_interval: config.rotation_interval,
-    })?;
-    // The estimated-rate alert compares each generation with this.
-    metrics::gauge!(crate::metrics::DEDUP_TARGET_FP_RATE).set(config.filter_error_rate);
-    Ok(ring)
-}
-
-/// What the sinks are opened with. The cluster's UID (S3 object keys) is asked of the API
-/// server only when a sink needs it.
-fn sink_context<'a>(
-    config: &'a Config,
-    reopen: &'a Arc<AtomicBool>,
-    cluster: Option<&source::kube::Cluster>,
-) -> SinkContext<'a> {
-    SinkContext {
-        state_dir: &config.persistence_path,
-        cluster_name: config.cluster_name.as_deref(),
-        limits: Limits {
-            max_events: config.batch_size,
-            max_bytes: config.batch_max_bytes,
-            max_wait: config.batch_interval,
-        },
-        dead_letter_dir: config.dead_letter_dir.as_deref(),
-        refused_retry_interval: config.refused_retry_interval,
-        reopen,
-        cluster_uid: cluster.map(|c| {
-            let client = c.client.clone();
-            Box::new(
-                move || -> futures::future::BoxFuture<'static, Option<String>> {
-                    let client = client.clone();
-                    Box::pin(async move { source::kube::cluster_uid(&client).await })
-                },
-            ) as Box<sink::ClusterUid>
-        }),
-    }
-}
-
-/// The started sinks: each one's queue, its worker, and whether any wants protobuf records.
-struct Sinks {
-    queues: Vec<mpsc::Sender<Arc<Batch>>>,
-    workers: Vec<Worker>,
-    protobuf: bool,
-}
-
-/// Opens every configured sink, gives it its own queue, and starts it. Only the workers hold
-/// ack senders afterwards: the ack channel closes when the last one ends.
-async fn open_sinks(
-    config: &Config,
-    ctx: &SinkContext<'_>,
-    ack_tx: mpsc::UnboundedSender<BatchAck>,
-    health: &SinkHealth,
-    fence: &Fence,
-) -> Result<Sinks, SinkError> {
-    let mut sinks = Sinks {
-        queues: Vec::with_capacity(config.sinks.len()),
-        workers: Vec::with_capacity(config.sinks.len()),
-        protobuf: false,
-    };
-    for (index, sink_config) in config.sinks.iter().enumerate() {
-        let sink = sink::open(sink_config, ctx).await?;
-        sinks.protobuf |= sink.wants_protobuf();
-        let (tx, rx) = mpsc::channel(sink::SINK_QUEUE);
-        sinks.queues.push(tx);
-        let worker = sink.start(index, rx, ack_tx.clone(), health, fence.clone())?;
-        sinks.workers.push(worker);
-    }
-    Ok(sinks)
-}
-
-/// Enrichment sits between the dedup stage and the batcher, in order, when it is on.
-fn start_enrich(
-    config: &Config,
-    cluster: Option<&source::kube::Cluster>,
-    accepted_rx: mpsc::Receiver<AcceptedChunk>,
-    chunk: usize,
-    chunks_queued: usize,
-) -> (mpsc::Receiver<AcceptedChunk>, Option<JoinHandle<()>>) {
-    let (Some(enrich), Some(cluster)) = (&config.enrich, cluster) else {
-        return (accepted_rx, None);
-    };
-    let (enriched_tx, enriched_rx) = mpsc::channel::<AcceptedChunk>(chunks_queued);
-    let enricher = Arc::new(Enricher::new(cluster.client.clone(), enrich));
-    let task = tokio::spawn(enricher.run(accepted_rx, enriched_tx, chunk));
-    (enriched_rx, Some(task))
-}
-
-fn start_batcher(
-    config: &Config,
-    accepted_rx: mpsc::Receiver<AcceptedChunk>,
-    queues: Vec<mpsc::Sender<Arc<Batch>>>,
-    protobuf: bool,
-) -> JoinHandle<()> {
-    let encoders = Encoders {
-        lines: LineEncoder::new(config.format, config.cluster_name.as_deref()),
-        proto: protobuf.then(|| ProtoEncoder::new(config.cluster_name.as_deref())),
-    };
-    tokio::spawn(batch::run(
-        accepted_rx,
-        Fanout(queues),
-        encoders,
-        Limits {
-            max_events: config.batch_size,
-            max_bytes: config.batch_max_bytes,
-            max_wait: config.batch_interval,
-        },
-    ))
-}
-
-fn stage_settings(config: &Config, chunk: usize) -> StageSettings {
-    StageSettings {
-        priors: config.format == OutputFormat::Eventrouter,
-        emit_deleted: config.emit_deleted,
-        sinks: config.sinks.len(),
-        source: match config.source {
-            SourceConfig::Kube(_) => "kube",
-            SourceConfig::Replay(_) => "replay",
-        },
-        by_reason: config.metrics_by_reason,
-        generations: config.generations,
-        replica: match (&config.ha, &config.source) {
-            (Some(ha), SourceConfig::Kube(kube)) => {
-                Some((kube.namespaces.len().max(1), ha.standby_max_bytes))
-            }
-            _ => None,
-        },
-        chunk,
-    }
-}
-
-/// What ends a wait for room in the pipe: a signal, or this replica stepping down (its sinks
-/// are fenced, so the room would never come). The guard cancels it when the pipe ends.
-fn interrupt(shutdown: &CancellationToken, fence: &Fence) -> (CancellationToken, DropGuard) {
-    let interrupt = shutdown.child_token();
-    if let Some(shut) = fence.shut() {
-        let interrupt = interrupt.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = shut.cancelled() => interrupt.cancel(),
-                () = interrupt.cancelled() => {}
-            }
-        });
-    }
-    let guard = interrupt.clone().drop_guard();
-    (interrupt, guard)
 }
 
 /// Waits for the batcher and the sink workers when they finished on their own (the ack

@@ -22,3 +22,26 @@ mod render;
 mod stage;
 
 pub use stage::Enricher;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::EnrichConfig;
+use crate::flow::AcceptedChunk;
+
+/// Starts enrichment between the dedup stage (`accepted`) and the batcher: the batcher reads
+/// the returned queue, which holds at most `queued` chunks of at most `chunk` events.
+pub fn start(
+    client: kube::Client,
+    config: &EnrichConfig,
+    accepted: mpsc::Receiver<AcceptedChunk>,
+    chunk: usize,
+    queued: usize,
+) -> (mpsc::Receiver<AcceptedChunk>, JoinHandle<()>) {
+    let (enriched_tx, enriched_rx) = mpsc::channel::<AcceptedChunk>(queued);
+    let enricher = Arc::new(Enricher::new(client, config));
+    let task = tokio::spawn(enricher.run(accepted, enriched_tx, chunk));
+    (enriched_rx, task)
+}

@@ -8,17 +8,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::warn;
 
 use super::elector::{self, Elector};
-use super::fence::{Fence, FenceState};
+use super::fence::FenceState;
 pub use crate::flow::{Published, Standing};
 use crate::metrics::LEADER;
-
-/// The pipe's side of the election: its standing, where it publishes its watermark, and the
-/// fence its sinks check.
-pub struct Link {
-    pub standing: watch::Receiver<Standing>,
-    pub watermark: watch::Sender<Published>,
-    pub fence: Fence,
-}
+pub use crate::pipeline::Link;
 
 /// The running elector.
 pub struct Election {
@@ -56,10 +49,12 @@ impl Election {
 
     /// The link for a pipe starting now.
     pub fn link(&self) -> Link {
+        let fence = self.fences.fence();
         Link {
             standing: self.standing.clone(),
             watermark: self.watermark.clone(),
-            fence: self.fences.fence(),
+            shut: fence.shut().unwrap_or_default(),
+            gate: Arc::new(fence),
         }
     }
 

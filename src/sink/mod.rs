@@ -18,6 +18,7 @@
 
 pub mod classify;
 pub mod dead_letter;
+pub mod fanout;
 pub mod file;
 pub mod gate;
 pub mod kafka;
@@ -339,7 +340,7 @@ impl Sink {
         queue: mpsc::Receiver<Arc<Batch>>,
         acks: mpsc::UnboundedSender<BatchAck>,
         health: &SinkHealth,
-        gate: impl gate::WriteGate + 'static,
+        gate: Arc<dyn gate::WriteGate>,
     ) -> Result<Worker, SinkError> {
         let state = health.register(&self.name);
         let io = SinkIo {
@@ -350,7 +351,7 @@ impl Sink {
             },
             policy: Policy::new(self.title, self.name, self.label, state)
                 .with_refusals(self.refused_delay, self.dead_letters)
-                .with_gate(Arc::new(gate)),
+                .with_gate(gate),
         };
         (self.start)(io)
     }

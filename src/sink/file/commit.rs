@@ -268,7 +268,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(SINK_QUEUE);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let worker = sink
-            .start(0, rx, ack_tx, &SinkHealth::default(), gate::Open)
+            .start(0, rx, ack_tx, &SinkHealth::default(), gate::open())
             .unwrap();
         (tx, ack_rx, worker)
     }
