@@ -388,7 +388,6 @@ mod tests {
 
     use super::*;
     use crate::dedup::stage::StageSettings;
-    use crate::dedup::{Ring, RingConfig};
     use crate::event::{Change, EventRecord};
     use crate::flow::Batch;
 
@@ -403,14 +402,7 @@ mod tests {
 
     fn start() -> (Rig, tokio::task::JoinHandle<Result<Stopped, DedupError>>) {
         let dir = tempfile::tempdir().unwrap();
-        let ring = Ring::open(RingConfig {
-            dir: dir.path().to_path_buf(),
-            generations: 2,
-            capacity: 1000,
-            error_rate: 1e-6,
-            rotation_interval: Duration::from_secs(3600),
-        })
-        .unwrap();
+        let ring = crate::dedup::test_ring(dir.path());
         let settings = StageSettings {
             priors: false,
             emit_deleted: false,

@@ -136,6 +136,19 @@ impl std::fmt::Display for Mib {
     }
 }
 
+/// A small ring in `dir`, for the stage's tests.
+#[cfg(test)]
+pub(crate) fn test_ring(dir: &std::path::Path) -> Ring {
+    Ring::open(RingConfig {
+        dir: dir.to_path_buf(),
+        generations: 2,
+        capacity: 1000,
+        error_rate: 1e-6,
+        rotation_interval: Duration::from_secs(3600),
+    })
+    .expect("a ring in a temporary directory")
+}
+
 #[cfg(test)]
 mod props;
 #[cfg(test)]

@@ -501,7 +501,6 @@ fn unix_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::RingConfig;
     use crate::flow::Batch;
 
     fn batch(seq: u64, key: OccurrenceKey) -> Arc<Batch> {
@@ -518,14 +517,7 @@ mod tests {
     #[test]
     fn a_batch_is_committed_only_when_every_sink_acked_it() {
         let dir = tempfile::tempdir().unwrap();
-        let ring = Ring::open(RingConfig {
-            dir: dir.path().to_path_buf(),
-            generations: 2,
-            capacity: 1000,
-            error_rate: 1e-6,
-            rotation_interval: std::time::Duration::from_secs(3600),
-        })
-        .unwrap();
+        let ring = crate::dedup::test_ring(dir.path());
         let (a, b) = (
             OccurrenceKey::new("d", "a", 1),
             OccurrenceKey::new("d", "b", 1),

@@ -7,7 +7,7 @@
 //! (fencing). What a replica makes of a read is decided in [`super::decide`]; this file only
 //! talks to the API server.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -21,37 +21,9 @@ use super::decide::{Written, observe};
 /// up to which everything the leader received is committed.
 pub const WATERMARK_ANNOTATION: &str = "kube-event-pipe.io/committed-resource-version";
 
-/// Timing of the election; the defaults are client-go's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseConfig {
-    /// The Lease's name (default `kube-event-pipe`).
-    pub name: String,
-    /// Its namespace (default: the pod's own, from the service account's namespace file).
-    pub namespace: String,
-    /// This replica's identity (default: `POD_NAME`, else the hostname).
-    pub identity: String,
-    /// How long a Lease nobody renews stays held (default 15 s): the longest a standby waits
-    /// after a leader dies without releasing.
-    pub lease_duration: Duration,
-    /// How long the leader keeps emitting without a successful renewal (default 10 s); must be
-    /// below `lease_duration`, the margin is what covers clock-rate skew.
-    pub renew_deadline: Duration,
-    /// Between renewals and between a standby's attempts (default 2 s).
-    pub retry_period: Duration,
-}
-
-impl From<&crate::config::LeaseSettings> for LeaseConfig {
-    fn from(s: &crate::config::LeaseSettings) -> Self {
-        LeaseConfig {
-            name: s.name.clone(),
-            namespace: s.namespace.clone(),
-            identity: s.identity.clone(),
-            lease_duration: s.lease_duration,
-            renew_deadline: s.renew_deadline,
-            retry_period: s.retry_period,
-        }
-    }
-}
+/// The Lease and the election's timing, as the configuration holds them (the defaults are
+/// client-go's).
+pub type LeaseConfig = crate::config::LeaseSettings;
 
 /// Failures of one attempt at the Lease. All are retried on the next period; a leader that
 /// sees them for longer than the renew deadline steps down.

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use super::{Election, Elector, LeaseConfig};
+use super::{Election, Elector};
 use crate::config::{Config, SourceConfig};
 use crate::health::Health;
 use crate::pipeline::{self, EndReason, PipelineError, Report};
@@ -38,7 +38,7 @@ pub async fn run(
         return Ok(pipeline::run(config, shutdown, reopen, health, None, None).await?);
     };
     let cluster = crate::source::kube::connect(kube).await?;
-    let elector = Elector::new(cluster.client.clone(), LeaseConfig::from(&ha.lease));
+    let elector = Elector::new(cluster.client.clone(), ha.lease.clone());
     let election = Election::start(elector);
     let mut restarted = false;
     let outcome = loop {
