@@ -42,7 +42,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 #[derive(Debug, Error)]
 pub enum TelemetryError {
     #[error("cannot install the metrics recorder: {0}")]
-    Recorder(String),
+    Recorder(#[source] metrics_exporter_prometheus::BuildError),
     #[error(
         "cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; choose another --listen address, or --listen off"
     )]
@@ -62,9 +62,9 @@ const FLUSH_BUCKETS: &[f64] = &[
 pub fn install_recorder() -> Result<PrometheusHandle, TelemetryError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(BATCH_FLUSH_SECONDS.into()), FLUSH_BUCKETS)
-        .map_err(|e| TelemetryError::Recorder(e.to_string()))?
+        .map_err(TelemetryError::Recorder)?
         .install_recorder()
-        .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
+        .map_err(TelemetryError::Recorder)?;
     names::describe();
     Ok(handle)
 }

@@ -50,7 +50,7 @@ impl Change {
 #[derive(Debug, Error, PartialEq)]
 pub enum EventError {
     #[error("not an Event object: {0}")]
-    NotAnObject(String),
+    NotAnObject(#[source] scan::ScanError),
     #[error("event has no metadata.name")]
     MissingName,
 }
@@ -107,7 +107,7 @@ impl EventRecord {
 
     fn scanned(change: Change, object: &SharedText) -> Result<Self, EventError> {
         let text = object.as_str();
-        let fields = scan::event(text).map_err(|e| EventError::NotAnObject(e.to_string()))?;
+        let fields = scan::event(text).map_err(EventError::NotAnObject)?;
         Self::from_scanned(change, object, 0..text.len(), &fields)
     }
 

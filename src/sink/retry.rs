@@ -27,11 +27,7 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// The backoff every sink retries with: 100 ms doubling to [`MAX_RETRY_DELAY`], with jitter so
 /// that replicas of a fleet do not retry against a recovering store in lockstep.
 pub fn retry_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(MAX_RETRY_DELAY)
-        .with_jitter()
-        .without_max_times()
+    crate::outage::backoff(Duration::from_millis(100), MAX_RETRY_DELAY)
 }
 
 /// Why one attempt at a batch failed.

@@ -3,7 +3,6 @@
 //! (rotated tokens), gzip, and the reading of a response as an ack, a retry with the peer's
 //! `Retry-After`, or a refusal for good.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -346,16 +345,8 @@ pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duratio
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Gzip at the default level: batches of JSON text shrink about tenfold.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4),
-        flate2::Compression::default(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = encoder.write_all(bytes);
-    encoder.finish().unwrap_or_default()
-}
+/// The one gzip the pipe writes, for request bodies too.
+pub use crate::encode::object::gzip;
 
 #[cfg(test)]
 mod tests {
