@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use super::dead_letter::DeadLetters;
 use super::gate::{self, WriteGate};
 use super::{SinkState, telemetry};
+use crate::outage::Outage;
 
 /// The longest pause between retries of a failing sink, and the pause between attempts at a
 /// refused one: long enough not to spin against a full disk or a wrong credential, short enough
@@ -108,9 +109,8 @@ pub struct Policy {
     refused_delay: Duration,
     /// Where refused batches go instead of the slow timer, when configured.
     dead_letters: Option<DeadLetters>,
-    /// The kind of the failure being retried, while failing.
-    failing: Option<String>,
-    attempts: u64,
+    /// The outage being retried through, if any: since when, its kind, its attempts.
+    outage: Outage,
     /// Shut when this replica stops leading: no write after that.
     gate: Arc<dyn WriteGate>,
 }
@@ -132,8 +132,7 @@ impl Policy {
             builder,
             refused_delay: MAX_RETRY_DELAY,
             dead_letters: None,
-            failing: None,
-            attempts: 0,
+            outage: Outage::new(),
             gate: gate::open(),
         }
     }
@@ -203,7 +202,7 @@ impl Policy {
 
     /// True from the first failed attempt at a batch until an attempt succeeds.
     pub fn is_failing(&self) -> bool {
-        self.failing.is_some()
+        self.outage.is_failing()
     }
 
     /// Records a failed attempt and says what to do next.
@@ -220,9 +219,12 @@ impl Policy {
             } => (kind, error, false, *retry_after),
             Failure::Refused { kind, error } => (kind, error, true, None),
         };
-        self.attempts += 1;
         telemetry::error(self.label);
-        if self.failing.as_deref() != Some(kind.as_str()) {
+        if self
+            .outage
+            .failed_at(tokio::time::Instant::now(), kind)
+            .is_news()
+        {
             self.state.set_failing(true);
             let (title, sink) = (self.title, &self.name);
             if refused {
@@ -230,7 +232,6 @@ impl Policy {
             } else {
                 warn!(sink = %sink, error = %error, "{title} sink failing; retrying with backoff until it recovers");
             }
-            self.failing = Some(kind.clone());
         }
         let delay = if refused {
             self.refused_delay
@@ -238,16 +239,15 @@ impl Policy {
             let backoff = self.backoff.next().unwrap_or(MAX_RETRY_DELAY);
             retry_after.map_or(backoff, |asked| asked.max(backoff))
         };
-        debug!(sink = %self.name, attempt = self.attempts, ?delay, "sink retry");
+        debug!(sink = %self.name, attempt = self.outage.attempts(), ?delay, "sink retry");
         Next::RetryIn(delay)
     }
 
     /// Records a successful attempt: the end of an outage, if there was one.
     pub fn succeeded(&mut self) {
-        if self.failing.take().is_some() {
+        if let Some(ended) = self.outage.succeeded_at(tokio::time::Instant::now()) {
             self.state.set_failing(false);
-            info!(sink = %self.name, attempts = self.attempts, "{} sink recovered", self.title);
-            self.attempts = 0;
+            info!(sink = %self.name, attempts = ended.attempts, after_secs = ended.lasted.as_secs(), "{} sink recovered", self.title);
             self.backoff = self.builder.build();
         }
     }
